@@ -1,0 +1,5 @@
+"""python -m shelfmigrate"""
+
+from .cli import main
+
+main()

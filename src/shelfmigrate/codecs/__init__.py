@@ -1,0 +1,1 @@
+"""Value codecs: bytes stored in a container -> Python objects (and back)."""

@@ -1,0 +1,72 @@
+"""The format registry: one line per reader or writer, imported lazily on first use.
+
+Names are the ones :mod:`shelfmigrate.detect` returns.  Formats that detection
+recognises but that have no reader in this version are listed in
+``RECOGNISED_WITHOUT_READER`` so that ``convert`` can say so plainly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+READERS: dict[str, str] = {
+    "dumb": "shelfmigrate.formats.dumb:DumbReader",
+    "sqlite": "shelfmigrate.formats.sqlite:SQLiteReader",
+    "leveldb": "shelfmigrate.formats.leveldb:LevelDBReader",
+    "jsonl": "shelfmigrate.formats.jsonl:JsonLinesReader",
+    "pickle": "shelfmigrate.formats.pickles:PickleStreamReader",
+    "marshal": "shelfmigrate.formats.marshals:MarshalStreamReader",
+}
+
+WRITERS: dict[str, str] = {
+    "jsonl": "shelfmigrate.formats.jsonl:JsonLinesWriter",
+    "sqlite": "shelfmigrate.formats.sqlite:SQLiteWriter",
+    "leveldb": "shelfmigrate.formats.leveldb:LevelDBWriter",
+}
+
+RECOGNISED_WITHOUT_READER: dict[str, str] = {
+    "bdb-hash": "Berkeley DB hash",
+    "bdb-btree": "Berkeley DB btree/recno",
+    "bdb-queue": "Berkeley DB queue",
+    "bdb-heap": "Berkeley DB heap",
+    "bdb185-hash": "Berkeley DB 1.85 hash",
+    "bdb185-btree": "Berkeley DB 1.85 btree",
+    "gdbm": "GDBM",
+    "gdbm-dump-ascii": "gdbm_dump (ASCII)",
+    "gdbm-dump-binary": "gdbm_dump (binary)",
+    "ndbm-gdbm": "NDBM (gdbm-compat .dir/.pag)",
+    "ndbm-classic": "NDBM/sdbm (.dir/.pag)",
+}
+
+#: extra pieces a format needs, for ``formats`` and for error messages
+OPTIONAL_MODULES: dict[str, str] = {"leveldb": "plyvel"}
+
+
+def load_class(dotted: str) -> Any:
+    """Import ``package.module:Class`` and return the class."""
+    module_name, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def reader_class(name: str) -> Any:
+    """The reader class registered as ``name``."""
+    from ..errors import UnsupportedFormatError, UsageError
+
+    if name in READERS:
+        return load_class(READERS[name])
+    if name in RECOGNISED_WITHOUT_READER:
+        raise UnsupportedFormatError(
+            None,
+            f"{RECOGNISED_WITHOUT_READER[name]} files are recognised, but this version has no reader for them yet",
+        )
+    raise UsageError(f"unknown source format {name!r} (known: {', '.join(READERS)})")
+
+
+def writer_class(name: str) -> Any:
+    """The writer class registered as ``name``."""
+    from ..errors import UsageError
+
+    if name not in WRITERS:
+        raise UsageError(f"unknown destination format {name!r} (known: {', '.join(WRITERS)})")
+    return load_class(WRITERS[name])
