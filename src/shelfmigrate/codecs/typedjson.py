@@ -974,12 +974,15 @@ class _Converter:
             return key
         if t is int:
             return _int_text(key)
-        sub = _Converter(
-            plain=True,
-            max_depth=max(self.max_depth - depth, 1),
-            max_nodes=self.max_nodes,
-            max_chars=self.max_chars,
-        ).convert(key)
+        try:  # a walk of its own: only a stub's dict items can nest keys in keys
+            sub = _Converter(
+                plain=True,
+                max_depth=max(self.max_depth - depth, 1),
+                max_nodes=self.max_nodes,
+                max_chars=self.max_chars,
+            ).convert(key)
+        except RecursionError:
+            raise EncodeError("dict keys are nested in dict keys too deeply") from None
         return sub if type(sub) is str else _dumps(sub)
 
     def _stub_shell(

@@ -41,8 +41,40 @@ def dumb_files(path: str) -> tuple[str, str, str]:
     return base, base + DAT_SUFFIX, base + DIR_SUFFIX
 
 
+def _split_line(line: str) -> tuple[str, str, str] | None:
+    """Fast split of a well-formed line into (key literal, pos text, size text), else None."""
+    cut = line.rfind(", (")
+    tail = line[cut + 3 :].rstrip()
+    if cut < 2 or not tail.endswith(")"):
+        return None
+    pos_text, sep, size_text = tail[:-1].partition(", ")
+    if not sep:
+        return None
+    return line[:cut], pos_text.rstrip("lL"), size_text.rstrip("lL")
+
+
 def parse_dir_line(line: str, *, path: str = "", lineno: int = 0) -> tuple[bytes, int, int]:
     """Parse one ``.dir`` line into ``(key bytes, position, size)``; FormatError if malformed."""
+    parts = _split_line(line)
+    if parts is not None:
+        literal, pos_text, size_text = parts
+        quote, body = literal[0], literal[1:-1]
+        # The common case: a plain quoted key with no escapes, as repr() writes most keys.
+        if (
+            quote in "'\""
+            and literal[-1] == quote
+            and quote not in body
+            and "\\" not in body
+            and pos_text.isascii()
+            and pos_text.isdigit()
+            and size_text.isascii()
+            and size_text.isdigit()
+        ):
+            return body.encode("latin-1"), int(pos_text), int(size_text)
+    return _parse_dir_line_strictly(line, path, lineno)
+
+
+def _parse_dir_line_strictly(line: str, path: str, lineno: int) -> tuple[bytes, int, int]:
     match = _LINE.fullmatch(line.rstrip("\r\n"))
     if match is None:
         raise FormatError(path, f"line {lineno} is not a dbm.dumb index entry: {line[:80]!r}")
@@ -56,6 +88,11 @@ def parse_dir_line(line: str, *, path: str = "", lineno: int = 0) -> tuple[bytes
     except (UnicodeError, ValueError) as exc:
         raise FormatError(path, f"line {lineno}: bad key literal ({exc})") from None
     return key, int(match["pos"]), int(match["size"])
+
+
+def _key_literal(line: str) -> str:
+    """The key literal of a line, as written (what the duplicate filter compares)."""
+    return line[: line.rfind(", (")]
 
 
 class DumbReader(Reader):
@@ -90,17 +127,18 @@ class DumbReader(Reader):
     def _superseded_lines(self) -> set[int]:
         """Line numbers whose key occurs again later (the later line wins).
 
-        A bit filter over key hashes finds candidate duplicates in one pass with
-        memory proportional to the number of keys / 8 * 32 bits; only candidates
-        are then compared exactly, so a normal index costs two passes and no dict.
+        A bit filter over hashes of the key literals finds candidate duplicates in
+        one pass, in 32 bits per key; only candidates are compared exactly, in a
+        second pass.  One writer spells one key with one literal, so comparing
+        literals is comparing keys.
         """
         lines = max(1, self.count() or 1)
         nbits = 1 << max(16, (lines * _FILTER_BITS_PER_KEY - 1).bit_length())
         mask = nbits - 1
         seen = bytearray(nbits >> 3)
         candidates: set[int] = set()
-        for _, key, _, _ in self._entries():
-            h = hash(key) & mask
+        for _, line in self._lines():
+            h = hash(_key_literal(line)) & mask
             byte, bit = h >> 3, 1 << (h & 7)
             if seen[byte] & bit:
                 candidates.add(h)
@@ -108,14 +146,15 @@ class DumbReader(Reader):
                 seen[byte] |= bit
         if not candidates:
             return set()
-        last_line: dict[bytes, int] = {}
+        last_line: dict[str, int] = {}
         superseded: set[int] = set()
-        for lineno, key, _, _ in self._entries():
-            if hash(key) & mask in candidates:
-                previous = last_line.get(key)
+        for lineno, line in self._lines():
+            literal = _key_literal(line)
+            if hash(literal) & mask in candidates:
+                previous = last_line.get(literal)
                 if previous is not None:
                     superseded.add(previous)
-                last_line[key] = lineno
+                last_line[literal] = lineno
         return superseded
 
     def records(self) -> Iterator[Record]:

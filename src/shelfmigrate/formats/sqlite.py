@@ -337,7 +337,7 @@ class SQLiteWriter(Writer):
             return (key, text)
         if self.layout == "dbm.sqlite3":
             return (key_to_bytes_checked(key), self._pickled(record))
-        if not isinstance(key, (str, bytes)):
+        if not isinstance(key, (str, bytes, int)) or isinstance(key, bool):
             raise EncodeError(f"sqlitedict keys are text; key of type {type(key).__name__}")
         return (key, self._pickled(record))
 
