@@ -44,13 +44,10 @@ def copy_source(relative: str, tmp_path: Path) -> Path:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     for sibling in source.parent.iterdir():
-        if (
-            sibling.name == stem
-            or sibling.name.startswith(stem + ".")
-            or sibling.name.startswith(stem + "-")
-        ):
-            if not sibling.name.endswith(".expected.jsonl"):
-                shutil.copy2(sibling, tmp_path / sibling.name)
+        name = sibling.name
+        related = name == stem or name.startswith((stem + ".", stem + "-"))
+        if related and not name.endswith(".expected.jsonl"):
+            shutil.copy2(sibling, tmp_path / name)
     return tmp_path / source.name
 
 

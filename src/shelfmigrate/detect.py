@@ -1137,7 +1137,7 @@ def _scan_pickle(data: bytes) -> tuple[int, int, int | None]:
     end = None
     previous = None
     try:
-        for name, pos, arg_start, arg_end in iter_opcodes(data):
+        for name, _pos, arg_start, arg_end in iter_opcodes(data):
             ops += 1
             opcode = _OPCODES_BY_NAME[name]
             proto = data[arg_start] if name == "PROTO" else max(proto, opcode.proto)

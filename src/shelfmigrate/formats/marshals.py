@@ -40,7 +40,7 @@ class MarshalStreamReader(Reader):
             stream = marshal.load_stream(handle, python=opts.marshal_python, py2_str=opts.py2_str)
             index = 0
             try:
-                for value, start, end in stream:
+                for value, _start, _end in stream:
                     yield Record(index, value=value, codec="marshal")
                     index += 1
             except DecodeError as exc:
