@@ -40,7 +40,10 @@ def copy_fixture_into(name: str, folder: Path, new_name: str | None = None) -> P
     folder.mkdir(parents=True, exist_ok=True)
     suffix = next((s for s in _DUMB_SUFFIXES if source.name.endswith(s)), "")
     base = source.with_name(source.name[: len(source.name) - len(suffix)]) if suffix else source
-    if base.with_name(base.name + ".dat").is_file() and base.with_name(base.name + ".dir").is_file():
+    if (
+        base.with_name(base.name + ".dat").is_file()
+        and base.with_name(base.name + ".dir").is_file()
+    ):
         new_base = folder / (new_name or base.name)
         for side in _DUMB_SUFFIXES:
             part = base.with_name(base.name + side)

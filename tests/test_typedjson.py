@@ -817,11 +817,16 @@ def test_decode_record_reads_it_back():
     assert decode_record('{"key":"k","value":[1]}\n') == ("k", [1])
 
 
-def test_record_key_and_value_number_their_ids_separately():
+def test_record_ids_run_on_from_key_to_value():
     shared = [1]
     line = encode_record((shared, shared), [shared, shared], refs="keep")
+    assert line == (
+        '{"key":{"$tuple":[{"$list":[1],"$id":1},{"$ref":1}]},'
+        '"value":[{"$list":[1],"$id":2},{"$ref":2}]}'
+    )
     key, value = decode_record(line)
     assert key[0] is key[1] and value[0] is value[1]
+    assert decode(line) == {"key": key, "value": value}
 
 
 def test_decode_record_needs_key_and_value():

@@ -467,7 +467,7 @@ def _sqlite_schema(
             raise FormatError(
                 path, f"SQLite header found but the database cannot be read: {exc}"
             ) from exc
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise FormatError(
                 path, f"SQLite header found but the schema cannot be read: {exc}"
             ) from exc

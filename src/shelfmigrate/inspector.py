@@ -9,6 +9,7 @@ from typing import Any
 
 from . import detect as _detect
 from .formats import READERS
+from .errors import UsageError
 from .options import ReadOptions
 from .pipeline import open_reader
 from .values import guess_codec, looks_like_pickle
@@ -34,9 +35,11 @@ def inspect_source(
         if detection.refusal is None:
             info["note"] = "recognised, but this version has no reader for this format yet"
         return info
-    reader = open_reader(
-        path, format=detection.format if detection.format != "dumb" else None, options=options
-    )
+    try:
+        reader = open_reader(path, options=options)
+    except UsageError as exc:  # several SQLite tables, say: describe the file all the same
+        info["note"] = exc.args[0]
+        return info
     try:
         info["records"] = reader.count()
         info["source"] = reader.details()

@@ -53,7 +53,10 @@ def key_to_bytes(key: Any) -> bytes:
     if isinstance(key, bytes):
         return key
     if isinstance(key, str):
-        return key.encode("utf-8")
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError("key holds a lone surrogate, which has no UTF-8 form") from None
     if isinstance(key, bool) or not isinstance(key, int):
         raise TypeError(f"key of type {type(key).__name__} has no byte form")
     return str(key).encode("ascii")

@@ -57,6 +57,10 @@ def guess_codec(raw: Any) -> str:
 
 
 def _decode_json(raw: Any) -> Any:
+    if raw is None:  # SQL NULL in a JSON column: the same absence JSON calls null
+        return None
+    if not isinstance(raw, str | bytes | bytearray):
+        raise DecodeError(f"JSON text is a string, this value is {type(raw).__name__}")
     try:
         return json.loads(raw)
     except RecursionError:

@@ -36,10 +36,10 @@ Python 2 ``str`` (the STRING/BINSTRING/SHORT_BINSTRING opcodes) follows
 * ``"latin1"``: ``encoding="latin1"``, exactly what ``pickle.loads`` does.
 * ``"bytes"``: ``encoding="bytes"``, Python 2 ``str`` stays ``bytes``.
 * ``"auto"`` (default): text when the bytes are valid UTF-8, else ``bytes``.  The
-  first pass decodes Python 2 ``str`` as ASCII in C; an error handler only notes
-  that a non-ASCII one was met.  Only then is the pickle read again with a private
-  codec that returns marker ``str`` subclasses, which the post-load walk turns
-  into ``str`` or ``bytes``.  Bytes made on purpose (``_codecs.encode``,
+  first reading decodes Python 2 ``str`` as strict ASCII in C (ASCII text is the
+  same in every mode).  Only when that fails is the pickle read again with a
+  private codec that returns marker ``str`` subclasses, which the post-load walk
+  turns into ``str`` or ``bytes``.  Bytes made on purpose (``_codecs.encode``,
   ``bytes(...)``, BINBYTES) are never markers, so they stay ``bytes``.  Python 2
   compared a non-ASCII ``str`` unequal to every ``unicode``; the markers do the
   same during the load, and when a decoded key would collide with another key,
@@ -60,11 +60,20 @@ A class referenced as a value (not instantiated) comes back as its stub class
 (``issubclass(x, Stub)``, name in ``x.global_name``); an allowlisted one comes back
 as the real class or function.
 
+Speed: a pickle that names no global at all is read by C ``pickle.loads``
+itself, guarded by an audit hook (see "The fast path" below); only pickles with
+globals, non-ASCII Python 2 ``str`` or anything odd take the full path (a C
+unpickler subclass per pickle plus, when globals were used, the post-load walk).
+
 Not done here yet (the hardening issue): an own opcode pre-scan (READONLY_BUFFER
 can still turn a bytes object into a ``memoryview``; SETITEM on a list assigns an
-index), and resource limits: declared lengths (BINBYTES8 allocates before it
-reads), memo indexes, nesting depth, integer size and total size are left to the
-C unpickler.  See the report of the issue that added this module.
+index; APPENDS on a bytearray extends it), and resource limits: declared lengths,
+memo indexes, nesting depth, integer size and total size are left to the C
+unpickler.  BINBYTES8/BYTEARRAY8 allocate before they read (a MemoryError, turned
+into DecodeError; on CPython 3.10-3.13 a failed BYTEARRAY8 allocation can also
+print "SystemError: deallocated bytearray object has exported buffers" on stderr,
+a CPython bug in ``PyByteArray_FromStringAndSize``'s error path); PUT/LONG_BINPUT
+with a huge index make the C memo array grow to that index.
 """
 
 from __future__ import annotations
@@ -79,8 +88,9 @@ import decimal
 import fractions
 import functools
 import importlib
+import os
 import pickle
-import threading
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
@@ -97,6 +107,7 @@ __all__ = [
     "loads",
     "map_py2_name",
     "protocol_of",
+    "stub_class",
 ]
 
 PY2_STR_MODES = ("auto", "bytes", "latin1")
@@ -332,12 +343,17 @@ GADGETS: dict[str, str] = {
     "pathlib.Path": _FILES + " (Path methods read and write files)",
 }
 
-# Builtins that, as a segment of a protocol-4 dotted name, show an attribute walk
-# towards code execution (``fnmatch`` ``os.system``, ``mod`` ``Cls.eval``).
+# Gadget modules: an attribute of that name in another module is almost surely
+# the module itself (``fnmatch`` ``os`` is the os module).
+_GADGET_MODULES = frozenset(
+    {k for k in GADGETS if "." not in k} | {"builtins", "__builtin__", "__builtins__"}
+)
+# Segments that show a protocol-4 dotted name walking towards code execution
+# (``fnmatch`` ``os.system``, ``mod`` ``Cls.eval``).
 _GADGET_SEGMENTS = frozenset(
-    {k for k in GADGETS if "." not in k}
+    _GADGET_MODULES
     | {k.split(".", 1)[1] for k in GADGETS if k.startswith("builtins.")}
-    | {"builtins", "__builtin__", "__builtins__", "system", "popen", "getoutput"}
+    | {"system", "popen", "getoutput"}
 )
 
 
@@ -364,6 +380,8 @@ def _shape_problem(module: str, name: str) -> str | None:
     for part in nparts:
         if part.startswith("__") and part.endswith("__"):
             return f"dunder attribute {part!r} reaches interpreter internals"
+        if part in _GADGET_MODULES:
+            return f"attribute reaches module {part!r}"
     if len(nparts) > 1:
         # A protocol-4 dotted name: the unpickler would walk attributes.  Only
         # nested classes (Outer.Inner) may be stubbed; methods, functions and
@@ -388,7 +406,7 @@ def _valid_dotted(text: str) -> bool:
 
 
 # --------------------------------------------------------------------------
-# Python 2 str: the marker type, the probe error handler and the marker codec
+# Python 2 str: the marker type and the marker codec
 
 
 class _Py2Str(str):
@@ -420,10 +438,10 @@ class _Py2Str(str):
 
 
 def _py2_decode(data: Any, errors: str = "strict") -> tuple[str, int]:
-    raw = bytes(data)
-    if raw.isascii():
-        return raw.decode("ascii"), len(raw)
-    return _Py2Str(raw.decode("ascii", "surrogateescape")), len(raw)
+    try:
+        return str(data, "ascii"), len(data)  # ASCII: the same text in every mode
+    except UnicodeDecodeError:
+        return _Py2Str(str(data, "ascii", "surrogateescape")), len(data)
 
 
 def _py2_encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
@@ -431,7 +449,6 @@ def _py2_encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
 
 
 _PY2_CODEC = "shelfmigrate_py2str"
-_PY2_PROBE = "shelfmigrate_py2probe"
 
 
 def _codec_search(name: str) -> codecs.CodecInfo | None:
@@ -441,19 +458,6 @@ def _codec_search(name: str) -> codecs.CodecInfo | None:
 
 
 codecs.register(_codec_search)
-
-_state = threading.local()
-
-
-def _probe_handler(exc: UnicodeError) -> tuple[str, int]:
-    """Error handler of the first ``auto`` pass: note a non-ASCII py2 str, go on as latin-1."""
-    if not isinstance(exc, UnicodeDecodeError):
-        raise exc
-    _state.nonascii = True
-    return exc.object[exc.start :].decode("latin-1"), len(exc.object)
-
-
-codecs.register_error(_PY2_PROBE, _probe_handler)
 
 
 # --------------------------------------------------------------------------
@@ -488,8 +492,9 @@ class _GlobalMeta(type):
         raise UnsafePickleError(f"refused deleting attribute {name!r} of global {cls.global_name}")
 
     __setstate__ = property(lambda cls: functools.partial(_refuse_build, cls))
-    append = property(lambda cls: functools.partial(_refuse_items, cls, "APPEND"))
-    extend = property(lambda cls: functools.partial(_refuse_items, cls, "APPENDS"))
+    # The C unpickler runs APPEND as well as APPENDS through ``extend`` when present.
+    append = property(lambda cls: functools.partial(_refuse_items, cls, "APPEND/APPENDS"))
+    extend = property(lambda cls: functools.partial(_refuse_items, cls, "APPEND/APPENDS"))
     add = property(lambda cls: functools.partial(_refuse_items, cls, "ADDITEMS"))
 
 
@@ -1075,6 +1080,9 @@ class _Policy:
         self.allow = allow
         self.stubs = stubs
         self._cache: dict[tuple[str, str], Any] = {}
+        # The C unpickler class bound to this policy (a class attribute is
+        # cheaper than setting it on every new unpickler).
+        self.unpickler_class = type("_Unpickler", (_Unpickler,), {"_policy": self})
 
     def resolve(self, module: str, name: str) -> Any:
         key = (module, name)
@@ -1099,7 +1107,10 @@ class _Policy:
             return wrapper
         reason = _gadget_reason(full) or _gadget_reason(raw_full)
         if reason is not None:
-            raise UnsafePickleError(f"refused global {shown}: {reason}")
+            # For an attribute walk (uuid UUID.__init__.__globals__) the walk is the
+            # clearer reason; otherwise the gadget's own (os.system: a shell command).
+            walk = _shape_problem(module, name) if "." in name else None
+            raise UnsafePickleError(f"refused global {shown}: {walk or reason}")
         if full in self.allow:
             return _import_allowed(module, name, shown)
         reason = _shape_problem(module, name)
@@ -1141,9 +1152,15 @@ def _policy_for(allow: frozenset[str], stubs: bool) -> _Policy:
 
 
 class _Unpickler(_pickle.Unpickler):
-    """The C unpickler, with every global and persistent id going through us."""
+    """The C unpickler, with every global and persistent id going through us.
 
-    __slots__ = ("_policy", "_used")
+    One is made per pickle: a C unpickler cannot be reused (MEMOIZE numbers
+    entries from the memo's running length, which ``memo.clear()`` does not reset,
+    and assigning ``memo`` on a used unpickler crashes CPython 3.11).
+    """
+
+    _policy: _Policy
+    _used = False  # set on the instance by the first find_class
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102
         self._used = True
@@ -1190,6 +1207,9 @@ class _BytesSource:
         return self.read(-1 if end < 0 else end + 1 - self.pos)
 
 
+_PEEK = 8192
+
+
 class _StreamSource:
     """A buffered reader over a binary file that keeps the bytes of the current pickle."""
 
@@ -1229,8 +1249,10 @@ class _StreamSource:
         return bytes(self.buf[start - self.base : end - self.base])
 
     def peek(self, n: int = 0) -> bytes:
-        self._fill(max(n, 1))
-        return bytes(self.buf[self.pos :])
+        # The C unpickler asks for 128 KiB but parses whatever it gets and comes
+        # back when that runs out; a short answer keeps each copy small.
+        self._fill(_PEEK)
+        return bytes(self.buf[self.pos : self.pos + _PEEK])
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
@@ -1298,6 +1320,8 @@ class _Finisher:
         self.todo: list[Any] = []
 
     def run(self, root: Any) -> Any:
+        if type(root) in _ATOMS:
+            return root
         new_root = self.fix(root)
         todo = self.todo
         while todo:
@@ -1365,7 +1389,9 @@ class _Finisher:
             descended = False
             for child in members:
                 ct = type(child)
-                if ct is tuple or ct is frozenset:
+                if ct in _ATOMS:
+                    done.append(child)
+                elif ct is tuple or ct is frozenset:
                     found = memo.get(id(child))
                     if found is None:
                         stack.append((child, iter(child), []))
@@ -1390,11 +1416,12 @@ class _Finisher:
         return memo[id(root)][1]
 
     def fix_list(self, obj: list[Any]) -> None:
-        fix = self.fix
+        fix, atoms = self.fix, _ATOMS
         for i, v in enumerate(obj):
-            nv = fix(v)
-            if nv is not v:
-                obj[i] = nv
+            if type(v) not in atoms:
+                nv = fix(v)
+                if nv is not v:
+                    obj[i] = nv
 
     def fix_dict(self, obj: dict[Any, Any]) -> None:
         t = type(obj)
@@ -1409,23 +1436,31 @@ class _Finisher:
                 raise UnsafePickleError(
                     "refused BUILD on collections.defaultdict: default_factory replaced"
                 )
-        fix = self.fix
+        fix, atoms = self.fix, _ATOMS
+        updates = []
+        for k, v in obj.items():  # fix() never changes obj: containers are only queued
+            if type(k) not in atoms and fix(k) is not k:
+                break
+            if type(v) not in atoms:
+                nv = fix(v)
+                if nv is not v:
+                    updates.append((k, nv))
+        else:
+            for k, nv in updates:
+                obj[k] = nv
+            return
+        # A key changes (a Python 2 str, a global, a tuple holding one): rebuild in order.
         keys = list(obj)
         new_keys = [fix(k) for k in keys]
-        if any(a is not b for a, b in zip(new_keys, keys, strict=True)):
-            values = [fix(obj[k]) for k in keys]
-            new_keys = _no_collisions(keys, new_keys, "dict")
-            obj.clear()
-            for k, v in zip(new_keys, values, strict=True):
-                obj[k] = v
-            return
-        for k in keys:
-            v = obj[k]
-            nv = fix(v)
-            if nv is not v:
-                obj[k] = nv
+        values = [fix(obj[k]) for k in keys]
+        new_keys = _no_collisions(keys, new_keys, "dict")
+        obj.clear()
+        for k, v in zip(new_keys, values, strict=True):
+            obj[k] = v
 
     def fix_set(self, obj: set[Any]) -> None:
+        if all(type(m) in _ATOMS for m in obj):
+            return
         members = list(obj)
         new = [self.fix(m) for m in members]
         if any(a is not b for a, b in zip(new, members, strict=True)):
@@ -1492,6 +1527,55 @@ def _as_decode_error(exc: BaseException, where: str = "") -> ShelfmigrateError:
 
 
 # --------------------------------------------------------------------------
+# The fast path: plain C ``pickle.loads`` for pickles that name no global
+#
+# Constructing a C unpickler per record costs about half a ``pickle.loads``, so
+# a pickle that turns out to name no global at all (most records: dicts, lists,
+# text, numbers, bytes) is read by ``_pickle.loads`` itself, with two guards:
+#
+# * Globals: the default ``find_class`` raises the documented audit event
+#   ``pickle.find_class`` before it maps or imports anything.  Our audit hook
+#   raises when the Python frame that called the C loader is the fast path of
+#   ``SafeUnpickler.loads`` (no per-load flag to set), so the load stops there
+#   and the record goes the full way (our ``find_class``).  Any other caller of
+#   ``pickle.loads`` in the process is unaffected.  Without globals, no opcode
+#   can reach a callable or a class: BUILD, APPEND and SETITEM only meet the
+#   built-in types the opcodes make.
+# * Exactly one pickle: ``pickle.loads`` ignores bytes after STOP.  When the
+#   final STOP is the only "." byte of the data, no earlier STOP opcode can
+#   exist.  Otherwise the final STOP is replaced by ``SHORT_BINBYTES <secret nonce> TUPLE2 STOP``: the result
+#   is ``(value, nonce)`` only if parsing reached the last byte, so an earlier
+#   STOP (trailing data) or a last byte that is not an opcode is noticed, and the
+#   full path then reports it.  The nonce never appears in any output.
+# * PERSID (no ``persistent_load``), EXT codes (see ``_EXT_CACHE``) and Python 2
+#   ``str`` in ``auto`` mode (decoded as strict ASCII, so a non-ASCII one fails)
+#   also fall back to the full path.
+
+_NONCE = os.urandom(16)
+_FAST_SUFFIX = b"C" + bytes([len(_NONCE)]) + _NONCE + b"\x86."
+# EXT1/2/4 look in copyreg's cache before calling find_class; the registry is
+# empty unless someone registered codes, so the cache is normally empty too.  It
+# is cleared before each load so that an object cached by another unpickler is
+# never handed to ours (both paths).
+_EXT_CACHE: dict[int, Any] = copyreg._extension_cache  # type: ignore[attr-defined]
+_FAST_CODE: Any = None  # SafeUnpickler.loads.__code__, set below
+
+
+class _GlobalInFastPath(Exception):
+    """Raised by the audit hook: the pickle names a global, take the full path."""
+
+
+def _audit_hook(event: str, args: Any) -> None:
+    if event == "pickle.find_class":
+        try:
+            caller = sys._getframe(1).f_code
+        except ValueError:  # called with no Python frame above: not ours
+            return
+        if caller is _FAST_CODE:
+            raise _GlobalInFastPath
+
+
+# --------------------------------------------------------------------------
 # The public decoder
 
 
@@ -1504,7 +1588,8 @@ class SafeUnpickler:
     :param py2_str: ``"auto"``, ``"bytes"`` or ``"latin1"``: what a Python 2 ``str``
         becomes (see the module docstring).
 
-    Cheap to keep and share between threads: each load makes its own C unpickler.
+    Cheap to keep, and safe to share between threads: each load makes its own C
+    unpickler (the only shared state is a hint for choosing the fast path).
     """
 
     def __init__(self, *, allow: Iterable[str] = (), stubs: bool = True, py2_str: str = "auto"):
@@ -1523,61 +1608,108 @@ class SafeUnpickler:
         self.py2_str = py2_str
         self._policy = _policy_for(names, self.stubs)
         self._lenient = bool(names - DEFAULT_ALLOWLIST)
-        self._encoding, self._errors = {
-            "auto": ("ascii", _PY2_PROBE),
-            "latin1": ("latin1", "strict"),
-            "bytes": ("bytes", "strict"),
+        # Keyword arguments of the C unpickler; "auto" keeps the default (strict
+        # ASCII): a non-ASCII Python 2 str raises, and the pickle is read again
+        # with the marker codec.
+        self._kwargs = {
+            "auto": {},
+            "latin1": {"encoding": "latin1"},
+            "bytes": {"encoding": "bytes"},
         }[py2_str]
+        self._fast_loads: Callable[[bytes], Any] = (
+            functools.partial(_pickle.loads, **self._kwargs) if self._kwargs else _pickle.loads
+        )
+        # Whether to try the fast path: False after a record that named globals,
+        # True again after one that did not (records of a store look alike).
+        self._try_fast = _FAST_PATH
 
-    def _run(self, source: Any, encoding: str, errors: str) -> tuple[Any, bool]:
-        unpickler = _Unpickler(source, encoding=encoding, errors=errors)
-        unpickler._policy = self._policy
-        unpickler._used = False
+    # -- internals
+
+    def _run(self, source: Any, kwargs: dict[str, str]) -> tuple[Any, bool]:
+        if _EXT_CACHE:
+            _EXT_CACHE.clear()
+        unpickler = self._policy.unpickler_class(source, **kwargs)
         value = unpickler.load()
         return value, unpickler._used
+
+    def _run_py2(self, source: Any) -> Any:
+        """Second reading of a pickle with non-ASCII Python 2 str (``auto`` mode)."""
+        value, _used = self._run(source, {"encoding": _PY2_CODEC})
+        return value
+
+    def _read_py2(self, data: bytes) -> tuple[_BytesSource, Any]:
+        source = _BytesSource(data)
+        try:
+            return source, self._run_py2(source)
+        except Exception as exc:
+            raise _as_decode_error(exc) from None
 
     def _finish(self, value: Any) -> Any:
         return _Finisher(self._lenient).run(value)
 
+    # -- API
+
     def loads(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode exactly one pickle; see :func:`loads`."""
+        if self._try_fast:
+            # The fast path (see above).  Only this call of the C loader is
+            # guarded by the audit hook: it must stay in this very function.
+            try:
+                if _EXT_CACHE:
+                    _EXT_CACHE.clear()
+                last = len(data) - 1
+                if data.find(46) == last:
+                    # The final byte is the only "." (STOP): no earlier STOP
+                    # opcode can exist, so plain loads reads exactly one pickle.
+                    return self._fast_loads(data)
+                if data[last] == 46:
+                    result = self._fast_loads(data[:-1] + _FAST_SUFFIX)
+                    if type(result) is tuple and len(result) == 2 and result[1] == _NONCE:
+                        return result[0]
+            except _GlobalInFastPath:
+                self._try_fast = False
+            except UnicodeDecodeError:
+                # Most likely a non-ASCII Python 2 str: the full path need not
+                # try strict ASCII again.
+                return self._full_loads(data, ascii_failed=True)
+            except Exception:  # anything odd: the full path decides and reports
+                pass
+        return self._full_loads(data)
+
+    def _full_loads(self, data: bytes | bytearray | memoryview, ascii_failed: bool = False) -> Any:
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"loads() takes bytes, not {type(data).__name__}")
             data = bytes(data)
         if not data:
             raise DecodeError("empty value: not a pickle")
-        probe = self.py2_str == "auto"
-        if probe:
-            _state.nonascii = False
-        source = _BytesSource(data)
-        try:
-            value, used = self._run(source, self._encoding, self._errors)
-            failure = None
-        except Exception as exc:
-            failure = exc
-        if probe and _state.nonascii:
-            # A non-ASCII Python 2 str: read again with the marker codec.
+        if ascii_failed and self.py2_str == "auto":
+            source, value = self._read_py2(data)
+            used = True
+        else:
             source = _BytesSource(data)
             try:
-                value, used = self._run(source, _PY2_CODEC, "strict")
+                value, used = self._run(source, self._kwargs)
+            except UnicodeDecodeError as exc:
+                if self.py2_str != "auto":
+                    raise _as_decode_error(exc) from None
+                source, value = self._read_py2(data)
+                used = True
             except Exception as exc:
                 raise _as_decode_error(exc) from None
-            used = True
-        elif failure is not None:
-            raise _as_decode_error(failure) from None
         if source.pos != len(data):
             raise DecodeError(
                 f"trailing data: {len(data) - source.pos} bytes after STOP at offset {source.pos}"
             )
-        if used:
-            try:
-                value = self._finish(value)
-            except ShelfmigrateError:
-                raise
-            except Exception as exc:
-                raise _as_decode_error(exc) from None
-        return value
+        if not used:
+            self._try_fast = _FAST_PATH
+            return value
+        try:
+            return self._finish(value)
+        except ShelfmigrateError:
+            raise
+        except Exception as exc:
+            raise _as_decode_error(exc) from None
 
     def load_stream(self, fileobj: BinaryIO) -> Iterator[tuple[Any, int, bytes]]:
         """Decode consecutive pickles; see :func:`load_stream`."""
@@ -1586,43 +1718,66 @@ class SafeUnpickler:
         except (AttributeError, OSError, ValueError):
             base = 0
         source = _StreamSource(fileobj, base)
-        probe = self.py2_str == "auto"
         while source.start_record():
             start = source.offset
-            if probe:
-                _state.nonascii = False
+            where = f"pickle at offset {start}"
             try:
-                value, used = self._run(source, self._encoding, self._errors)
-                failure = None
-            except Exception as exc:
-                failure = exc
-            if probe and _state.nonascii:
+                value, used = self._run(source, self._kwargs)
+            except UnicodeDecodeError as exc:
+                if self.py2_str != "auto":
+                    raise _as_decode_error(exc, where) from None
                 source.rewind(start)
                 try:
-                    value, used = self._run(source, _PY2_CODEC, "strict")
-                except Exception as exc:
-                    raise _as_decode_error(exc, f"pickle at offset {start}") from None
+                    value = self._run_py2(source)
+                except Exception as exc2:
+                    raise _as_decode_error(exc2, where) from None
                 used = True
-            elif failure is not None:
-                raise _as_decode_error(failure, f"pickle at offset {start}") from None
-            end = source.offset
-            raw = source.raw(start, end)
+            except Exception as exc:
+                raise _as_decode_error(exc, where) from None
+            raw = source.raw(start, source.offset)
             if used:
                 try:
                     value = self._finish(value)
                 except Exception as exc:
-                    raise _as_decode_error(exc, f"pickle at offset {start}") from None
+                    raise _as_decode_error(exc, where) from None
             yield value, start, raw
 
 
-_DECODERS: dict[tuple[frozenset[str], bool, str], SafeUnpickler] = {}
+_FAST_CODE = SafeUnpickler.loads.__code__
+
+
+def _install_fast_path() -> bool:
+    """Install the audit hook, and check that it really stops a global in the fast path."""
+    global _FAST_PATH
+    try:
+        sys.addaudithook(_audit_hook)
+    except Exception:  # another audit hook may refuse new hooks
+        return False
+    _FAST_PATH = True
+    probe = SafeUnpickler()
+    # A harmless global: with a working hook the fast path gives up on it (and
+    # says so by clearing _try_fast); the full path then returns builtins.int.
+    value = probe.loads(b"cbuiltins\nint\n.")
+    return value is int and probe._try_fast is False
+
+
+_FAST_PATH = False
+_FAST_PATH = _install_fast_path()
+_DEFAULT_DECODER = SafeUnpickler()
+_DECODERS: dict[tuple[Any, bool, str], SafeUnpickler] = {}
 
 
 def _decoder(allow: Iterable[str], stubs: bool, py2_str: str) -> SafeUnpickler:
-    key = (frozenset((allow,) if isinstance(allow, str) else allow), bool(stubs), py2_str)
+    if not allow and stubs is True and py2_str == "auto":
+        return _DEFAULT_DECODER
+    if isinstance(allow, str):
+        allow = (allow,)
+    elif type(allow) is not tuple and type(allow) is not frozenset:
+        allow = tuple(allow)  # a list may change between calls: key on a copy
+    key = (allow, bool(stubs), py2_str)
     decoder = _DECODERS.get(key)
     if decoder is None:
-        decoder = SafeUnpickler(allow=key[0], stubs=stubs, py2_str=py2_str)
+        decoder = SafeUnpickler(allow=allow, stubs=stubs, py2_str=py2_str)
         if len(_DECODERS) < 64:
             _DECODERS[key] = decoder
     return decoder
@@ -1641,6 +1796,8 @@ def loads(
     refused feature, class not allowed with ``stubs=False``) or
     :class:`UnsafePickleError` (a gadget), each with one clear line.
     """
+    if not allow and stubs is True and py2_str == "auto":
+        return _DEFAULT_DECODER.loads(data)
     return _decoder(allow, stubs, py2_str).loads(data)
 
 
@@ -1658,7 +1815,8 @@ def load_stream(
     (``tell()``, or 0 when the file cannot tell).  Each pickle is read on its
     own: memo references into an earlier pickle (several ``dump`` calls of one
     ``Pickler``) are an error.  A damaged or truncated pickle raises
-    :class:`DecodeError` naming its offset, and ends the stream.
+    :class:`DecodeError` naming its offset, and ends the stream.  Memory holds
+    one pickle (plus a read-ahead chunk) at a time.
     """
     return _decoder(allow, stubs, py2_str).load_stream(fileobj)
 

@@ -285,18 +285,31 @@ def _dump_iterative(obj: Any, sort_keys: bool) -> str:
     return "".join(out)
 
 
+# A lone surrogate (pickle and marshal carry them in str) cannot be written as UTF-8;
+# JSON spells it as a \\uXXXX escape, which json.loads turns back into the same str.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogates(text: str) -> str:
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _dumps(obj: Any) -> str:
     try:
-        return "".join(_encoder(obj, 0))
+        text = "".join(_encoder(obj, 0))
     except (ValueError, RecursionError):  # a very long int, or very deep nesting
-        return _dump_iterative(obj, False)
+        text = _dump_iterative(obj, False)
+    return _escape_surrogates(text)
 
 
 def _dumps_sorted(obj: Any) -> str:
     try:
-        return "".join(_sorted_encoder(obj, 0))
+        text = "".join(_sorted_encoder(obj, 0))
     except (ValueError, RecursionError):
-        return _dump_iterative(obj, True)
+        text = _dump_iterative(obj, True)
+    return _escape_surrogates(text)
 
 
 # --------------------------------------------------------------------------
@@ -686,7 +699,9 @@ class _Converter:
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_nodes: int = DEFAULT_MAX_NODES,
         max_chars: int = DEFAULT_MAX_CHARS,
+        first_id: int = 1,
     ):
+        self.first_id = first_id  # refs=keep: the first $id to give
         self.plain = plain
         self.keep = keep
         self.canon = canon
@@ -764,7 +779,7 @@ class _Converter:
                     if n is not None:
                         target[slot] = {"$ref": n}
                         continue
-                    n = ids[id(obj)] = len(ids) + 1
+                    n = ids[id(obj)] = len(ids) + self.first_id
                     keepalive.append(obj)
                     out, cost = self._leaf(obj, t)
                     out["$id"] = n
@@ -789,7 +804,7 @@ class _Converter:
                     if n:
                         target[slot] = {"$ref": n}
                         continue
-                    n = ids[oid] = len(ids) + 1
+                    n = ids[oid] = len(ids) + self.first_id
                 exit_task = None
             else:
                 if oid in active:
@@ -1658,17 +1673,36 @@ def encode_record(
 ) -> str:
     """Return the JSON-lines line ``{"key":K,"value":V}`` for one record (no newline).
 
-    Key and value are encoded separately (their ``$id`` numbers are separate).
-    An EncodeError carries the record key.
+    Key and value are encoded separately (nothing is shared between them), but
+    with ``refs="keep"`` their ``$id`` numbers run on from the key to the value,
+    so the whole line is one typed JSON value too.  An EncodeError carries the
+    record key.
     """
     if style != "typed" or refs != "expand":
         _check_options(style, refs)
     try:
         if type(key) is str and len(key) <= max_chars:
             key_json = key  # the usual key: no need to look further
+            ids_used = 0
+        elif refs == "keep" and not _plain_tree(key, max_depth, max_nodes, max_chars):
+            converter = _Converter(
+                keep=True, max_depth=max_depth, max_nodes=max_nodes, max_chars=max_chars
+            )
+            key_json = converter.convert(key)
+            ids_used = len(converter.ids)
         else:
             key_json = _to_jsonable(key, style, refs, max_depth, max_nodes, max_chars)
-        value_json = _to_jsonable(value, style, refs, max_depth, max_nodes, max_chars)
+            ids_used = 0
+        if ids_used:
+            value_json = _Converter(
+                keep=True,
+                max_depth=max_depth,
+                max_nodes=max_nodes,
+                max_chars=max_chars,
+                first_id=ids_used + 1,
+            ).convert(value)
+        else:
+            value_json = _to_jsonable(value, style, refs, max_depth, max_nodes, max_chars)
         return _dumps({"key": key_json, "value": value_json})
     except EncodeError as exc:
         raise exc.with_key(key) from None
@@ -1739,11 +1773,10 @@ def decode_record(
         if _too_deep(s, obj, depth, max_depth + 1):
             raise DecodeError(f"value is nested deeper than {max_depth} levels")
         return obj["key"], obj["value"]
-    key = _Reviver(inplace=True, max_depth=max_depth, max_nodes=max_nodes).revive(obj["key"])
+    reviver = _Reviver(inplace=True, max_depth=max_depth, max_nodes=max_nodes)
+    key = reviver.revive(obj["key"])
     try:
-        value = _Reviver(inplace=True, max_depth=max_depth, max_nodes=max_nodes).revive(
-            obj["value"]
-        )
+        value = reviver.revive(obj["value"])
     except DecodeError as exc:
         raise exc.with_key(key) from None
     return key, value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import zlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -43,24 +44,23 @@ class JsonLinesReader(Reader):
             )
 
     def records(self) -> Iterator[Record]:
+        lineno = 0
         with _open_text(self.path) as handle:
             try:
-                for lineno, line in enumerate(handle, 1):
+                for lineno, line in enumerate(handle, 1):  # noqa: B007 - lineno is used after the loop
                     if line.strip():
                         yield self._record(line, lineno)
-            except (OSError, EOFError, UnicodeDecodeError) as exc:
+            except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
                 raise FormatError(self.path, f"cannot read line {lineno + 1}: {exc}") from None
 
     def _record(self, line: str, lineno: int) -> Record:
+        raw = line.rstrip("\n").encode("utf-8")
         try:
-            item = typedjson.decode(line)
+            key, value = typedjson.decode_record(line)
         except DecodeError as exc:
-            return Record(None, error=DecodeError(f"line {lineno}: {exc.detail}"))
-        if not isinstance(item, dict) or set(item) != {"key", "value"}:
-            return Record(
-                None, error=DecodeError(f'line {lineno}: not a {{"key": ..., "value": ...}} object')
-            )
-        return Record(item["key"], value=item["value"], raw=line.rstrip("\n").encode("utf-8"))
+            key = exc.key
+            return Record(key, raw=raw, error=DecodeError(f"line {lineno}: {exc.detail}"))
+        return Record(key, value=value, raw=raw)
 
     def details(self) -> dict[str, Any]:
         with open(self.path, "rb") as probe:

@@ -30,6 +30,10 @@ from .base import Reader, Writer
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
+# Python's sqlite3 raises UnicodeDecodeError when SQLite's own error message is not UTF-8
+# (a damaged schema can put arbitrary bytes in it).
+SQLITE_READ_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
 #: table and column names of the layouts we recognise
 DBM_SQLITE3_TABLE = "Dict"
 KV_TABLE = "records"
@@ -64,7 +68,7 @@ class ReadOnlyDatabase:
         try:
             self.con = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as exc:
+        except SQLITE_READ_ERRORS as exc:
             self.close()
             raise FormatError(path, f"cannot open SQLite database: {exc}") from None
 
@@ -134,11 +138,17 @@ class SQLiteReader(Reader):
         super().__init__(path, options)
         self.database = ReadOnlyDatabase(self.path)
         self.con = self.database.con
-        tables = user_tables(self.con)
-        self.table = self._choose_table(tables)
-        self.layout = classify_table(self.con, self.table)
-        self.auto_values = _AUTO_VALUES[self.layout]
-        self._plan_columns()
+        try:
+            self.table = self._choose_table(user_tables(self.con))
+            self.layout = classify_table(self.con, self.table)
+            self.auto_values = _AUTO_VALUES[self.layout]
+            self._plan_columns()
+        except SQLITE_READ_ERRORS as exc:
+            self.close()
+            raise FormatError(self.path, f"cannot read the schema: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
 
     def _choose_table(self, tables: list[str]) -> str:
         wanted = self.options.table
@@ -196,7 +206,7 @@ class SQLiteReader(Reader):
         sql = f"SELECT {self.key_sql}, {columns} FROM {quote_name(self.table)}"
         try:
             cursor = self.con.execute(sql)
-        except sqlite3.DatabaseError as exc:
+        except SQLITE_READ_ERRORS as exc:
             raise FormatError(self.path, f"cannot read table {self.table!r}: {exc}") from None
         blob_keys = self.layout == "dbm.sqlite3"
         names = self.value_columns
@@ -209,13 +219,16 @@ class SQLiteReader(Reader):
                     if blob_keys and isinstance(key, bytes):
                         key = key_from_bytes(key)
                     yield Record(key, raw=value)
-        except sqlite3.DatabaseError as exc:
+        except SQLITE_READ_ERRORS as exc:
             raise FormatError(
                 self.path, f"error while reading table {self.table!r}: {exc}"
             ) from None
 
     def count(self) -> int | None:
-        return self.con.execute(f"SELECT count(*) FROM {quote_name(self.table)}").fetchone()[0]
+        try:
+            return self.con.execute(f"SELECT count(*) FROM {quote_name(self.table)}").fetchone()[0]
+        except SQLITE_READ_ERRORS as exc:
+            raise FormatError(self.path, f"cannot count table {self.table!r}: {exc}") from None
 
     def details(self) -> dict[str, Any]:
         return {
@@ -307,6 +320,8 @@ class SQLiteWriter(Writer):
     # -- encoding ---------------------------------------------------------------
 
     def _check_key(self, key: Any) -> None:
+        if type(key) is str and not key.isascii():
+            key_to_bytes_checked(key)  # SQLite stores text as UTF-8: a lone surrogate cannot go
         allowed = _KEY_TYPES_FOR[self.key_declaration or "BLOB"]
         if type(key) not in allowed:
             raise EncodeError(
@@ -339,6 +354,8 @@ class SQLiteWriter(Writer):
             return (key_to_bytes_checked(key), self._pickled(record))
         if not isinstance(key, (str, bytes, int)) or isinstance(key, bool):
             raise EncodeError(f"sqlitedict keys are text; key of type {type(key).__name__}")
+        if type(key) is str and not key.isascii():
+            key_to_bytes_checked(key)
         return (key, self._pickled(record))
 
     # -- writing ----------------------------------------------------------------
