@@ -485,7 +485,7 @@ def test_convert_bad_option_values(
     assert os.listdir(out) == []
 
 
-# Bugs in src/ found while writing these tests (see the reasons).
+# Regressions: bugs in src/ that these tests found (now fixed), and one still open.
 
 
 def _sqlite_with_bad_schema_text(copy_fixture) -> Path:
@@ -496,13 +496,6 @@ def _sqlite_with_bad_schema_text(copy_fixture) -> Path:
     return src
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: sqlite3 raises UnicodeDecodeError (not sqlite3.Error) when its error message "
-    "holds invalid UTF-8 (a damaged schema); detect._read_sqlite_schema and "
-    "formats.sqlite.ReadOnlyDatabase do not catch it, so convert/inspect crash with a "
-    "traceback (exit 1) instead of exit 2",
-)
 @pytest.mark.parametrize("command", ["convert", "convert --from sqlite", "inspect"])
 def test_damaged_sqlite_schema_is_exit_2(copy_fixture, out: Path, command: str) -> None:
     src = _sqlite_with_bad_schema_text(copy_fixture)
@@ -515,11 +508,6 @@ def test_damaged_sqlite_schema_is_exit_2(copy_fixture, out: Path, command: str) 
     assert "badschema.sqlite" in stderr_line(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: JsonLinesReader.records raises UnboundLocalError (lineno) when the first "
-    "chunk of a JSON-lines file is not valid UTF-8",
-)
 def test_json_lines_with_invalid_utf8_is_exit_2(tmp_path: Path, out: Path) -> None:
     src = tmp_path / "bad.jsonl"
     src.write_bytes(b'{"key": "a", "value": 1}\n{"key": "b", "value": "\xff"}\n')
@@ -529,12 +517,6 @@ def test_json_lines_with_invalid_utf8_is_exit_2(tmp_path: Path, out: Path) -> No
     assert os.listdir(out) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: values._decode_json calls json.loads(None) for a NULL value of a "
-    "key TEXT, value TEXT table: TypeError escapes (traceback, exit 1) instead of a record "
-    "error (or a null value)",
-)
 def test_json_table_null_value_is_a_record_error(tmp_path: Path, out: Path) -> None:
     src = tmp_path / "nulls.sqlite"
     con = sqlite3.connect(src)

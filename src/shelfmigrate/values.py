@@ -78,12 +78,13 @@ def make_decoder(name: str, options: ReadOptions) -> Decoder:
     if name == "pickle":
         from .codecs import safepickle
 
-        allow, stubs, py2_str = options.allow, options.stubs, options.py2_str
+        unpickler = safepickle.SafeUnpickler(allow=options.allow, stubs=options.stubs, py2_str=options.py2_str)
+        load = unpickler.loads
 
         def decode_pickle(raw: Any) -> Any:
             if not isinstance(raw, bytes | bytearray):
                 raise DecodeError(f"a pickle is bytes, this value is {type(raw).__name__}")
-            return safepickle.loads(raw, allow=allow, stubs=stubs, py2_str=py2_str)
+            return load(raw)
 
         return decode_pickle
     if name == "marshal":
