@@ -26,7 +26,9 @@ _LINE = re.compile(
     r"""(?P<prefix>[bBuU]?)(?P<quote>['"])(?P<body>(?:\\.|(?!(?P=quote))[^\\\n])*)(?P=quote)"""
     r""",\s*\(\s*(?P<pos>\d+)[lL]?\s*,\s*(?P<size>\d+)[lL]?\s*\)\s*"""
 )
-# Bits per .dir line in the duplicate-key filter: 32 keeps false positives near 3%.
+# Duplicate-key detection: exact up to this many index lines (about 10 MB of hashes),
+# then a bit filter of 32 bits per key, which keeps false positives near 3%.
+_EXACT_FILTER_LINES = 200_000
 _FILTER_BITS_PER_KEY = 32
 _READ_CHUNK = 1 << 20
 
@@ -41,40 +43,12 @@ def dumb_files(path: str) -> tuple[str, str, str]:
     return base, base + DAT_SUFFIX, base + DIR_SUFFIX
 
 
-def _split_line(line: str) -> tuple[str, str, str] | None:
-    """Fast split of a well-formed line into (key literal, pos text, size text), else None."""
-    cut = line.rfind(", (")
-    tail = line[cut + 3 :].rstrip()
-    if cut < 2 or not tail.endswith(")"):
-        return None
-    pos_text, sep, size_text = tail[:-1].partition(", ")
-    if not sep:
-        return None
-    return line[:cut], pos_text.rstrip("lL"), size_text.rstrip("lL")
+# The common line: a quoted key with no escapes, as repr() writes most keys.
+_PLAIN_LINE = re.compile(r"""(?:'([^'\\\n]*)'|"([^"\\\n]*)"), \((\d+), (\d+)\)\s*""", re.ASCII)
 
 
-def parse_dir_line(line: str, *, path: str = "", lineno: int = 0) -> tuple[bytes, int, int]:
+def parse_dir_line(line: str, path: str = "", lineno: int = 0) -> tuple[bytes, int, int]:
     """Parse one ``.dir`` line into ``(key bytes, position, size)``; FormatError if malformed."""
-    parts = _split_line(line)
-    if parts is not None:
-        literal, pos_text, size_text = parts
-        quote, body = literal[0], literal[1:-1]
-        # The common case: a plain quoted key with no escapes, as repr() writes most keys.
-        if (
-            quote in "'\""
-            and literal[-1] == quote
-            and quote not in body
-            and "\\" not in body
-            and pos_text.isascii()
-            and pos_text.isdigit()
-            and size_text.isascii()
-            and size_text.isdigit()
-        ):
-            return body.encode("latin-1"), int(pos_text), int(size_text)
-    return _parse_dir_line_strictly(line, path, lineno)
-
-
-def _parse_dir_line_strictly(line: str, path: str, lineno: int) -> tuple[bytes, int, int]:
     match = _LINE.fullmatch(line.rstrip("\r\n"))
     if match is None:
         raise FormatError(path, f"line {lineno} is not a dbm.dumb index entry: {line[:80]!r}")
@@ -93,6 +67,36 @@ def _parse_dir_line_strictly(line: str, path: str, lineno: int) -> tuple[bytes, 
 def _key_literal(line: str) -> str:
     """The key literal of a line, as written (what the duplicate filter compares)."""
     return line[: line.rfind(", (")]
+
+
+class _DatWindow:
+    """Reads values from ``.dat`` through a window, since they mostly lie in index order.
+
+    A value inside the current window is a slice; a value just past it moves the
+    window forward; any other jump reads exactly the value, so random layouts cost
+    one ``pread`` per value and never a whole window.
+    """
+
+    WINDOW = 256 << 10
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.start = 0
+        self.data = b""
+
+    def read(self, pos: int, size: int) -> bytes | None:
+        end = pos + size
+        if end > self.size:
+            return None
+        start = self.start
+        if start <= pos and end <= start + len(self.data):
+            return self.data[pos - start : end - start]
+        if start <= pos < start + 2 * self.WINDOW and size < self.WINDOW:
+            self.start = pos
+            self.data = os.pread(self.fd, self.WINDOW, pos)
+            return self.data[:size]
+        return os.pread(self.fd, size, pos)
 
 
 class DumbReader(Reader):
@@ -119,31 +123,23 @@ class DumbReader(Reader):
                 if line.strip():
                     yield lineno, line
 
-    def _entries(self) -> Iterator[tuple[int, bytes, int, int]]:
-        for lineno, line in self._lines():
-            key, pos, size = parse_dir_line(line, path=self.dir_path, lineno=lineno)
-            yield lineno, key, pos, size
-
     def _superseded_lines(self) -> set[int]:
         """Line numbers whose key occurs again later (the later line wins).
 
-        A bit filter over hashes of the key literals finds candidate duplicates in
-        one pass, in 32 bits per key; only candidates are compared exactly, in a
-        second pass.  One writer spells one key with one literal, so comparing
-        literals is comparing keys.
+        One pass collects candidate duplicates: exactly (a set of key hashes) for an
+        index of up to ``_EXACT_FILTER_LINES`` lines, and in bounded memory (a bit
+        filter of 32 bits per key) beyond.  Only when there are candidates does a
+        second pass compare them exactly.  One writer spells one key with one literal,
+        so comparing literals is comparing keys.
         """
         lines = max(1, self.count() or 1)
-        nbits = 1 << max(16, (lines * _FILTER_BITS_PER_KEY - 1).bit_length())
-        mask = nbits - 1
-        seen = bytearray(nbits >> 3)
-        candidates: set[int] = set()
-        for _, line in self._lines():
-            h = hash(_key_literal(line)) & mask
-            byte, bit = h >> 3, 1 << (h & 7)
-            if seen[byte] & bit:
-                candidates.add(h)
-            else:
-                seen[byte] |= bit
+        if lines <= _EXACT_FILTER_LINES:
+            candidates = self._colliding_hashes_exactly()
+            mask = -1
+        else:
+            nbits = 1 << (lines * _FILTER_BITS_PER_KEY - 1).bit_length()
+            mask = nbits - 1
+            candidates = self._colliding_hashes_in_bits(nbits)
         if not candidates:
             return set()
         last_line: dict[str, int] = {}
@@ -157,6 +153,30 @@ class DumbReader(Reader):
                 last_line[literal] = lineno
         return superseded
 
+    def _colliding_hashes_exactly(self) -> set[int]:
+        seen: set[int] = set()
+        candidates: set[int] = set()
+        for _, line in self._lines():
+            h = hash(_key_literal(line))
+            if h in seen:
+                candidates.add(h)
+            else:
+                seen.add(h)
+        return candidates
+
+    def _colliding_hashes_in_bits(self, nbits: int) -> set[int]:
+        mask = nbits - 1
+        seen = bytearray(nbits >> 3)
+        candidates: set[int] = set()
+        for _, line in self._lines():
+            h = hash(_key_literal(line)) & mask
+            byte, bit = h >> 3, 1 << (h & 7)
+            if seen[byte] & bit:
+                candidates.add(h)
+            else:
+                seen[byte] |= bit
+        return candidates
+
     def records(self) -> Iterator[Record]:
         superseded = self._superseded_lines()
         try:
@@ -165,21 +185,31 @@ class DumbReader(Reader):
             raise SourceError(self.dat_path, exc.strerror or str(exc)) from None
         self._fd = fd
         try:
-            dat_size = os.fstat(fd).st_size
-            pread = os.pread
-            for lineno, key_bytes, pos, size in self._entries():
+            dat = _DatWindow(fd)
+            plain_line = _PLAIN_LINE.fullmatch
+            for lineno, line in self._lines():
                 if lineno in superseded:
                     continue
-                key: Any = key_from_bytes(key_bytes)
-                if pos + size > dat_size:
+                # The plain-line fast path runs once per record; parse_dir_line handles the rest.
+                match = plain_line(line)
+                if match is not None:
+                    single, double, pos_text, size_text = match.groups()
+                    body = single if single is not None else double
+                    key: Any = body if body.isascii() else key_from_bytes(body.encode("latin-1"))
+                    pos, size = int(pos_text), int(size_text)
+                else:
+                    key_bytes, pos, size = parse_dir_line(line, self.dir_path, lineno)
+                    key = key_from_bytes(key_bytes)
+                raw = dat.read(pos, size)
+                if raw is None:
                     error = RecordError(
                         f"value at offset {pos}, {size} bytes, lies beyond the end of "
-                        f"{self.dat_path} ({dat_size} bytes)",
+                        f"{self.dat_path} ({dat.size} bytes)",
                         key=key,
                     )
-                    yield Record(key, raw=None, error=error)
-                    continue
-                yield Record(key, raw=pread(fd, size, pos))
+                    yield Record(key, error=error)
+                else:
+                    yield Record(key, raw=raw)
         finally:
             self.close()
 
