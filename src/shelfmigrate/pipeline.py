@@ -61,16 +61,8 @@ def open_reader(
             raise UnsupportedFormatError(
                 detection.path, f"{detection.description}: {detection.refusal}"
             )
-        format = detection.format
-        if format in ("sqlite", "jsonl", "pickle", "marshal"):
-            path = detection.path
-    try:
-        return reader_class(format)(path, options)
-    except ShelfmigrateError as exc:
-        if getattr(exc, "path", "") is None:
-            exc.path = path
-            exc.args = (f"{path}: {exc.detail}",)
-        raise
+        format, path = detection.format, detection.path
+    return reader_class(format, path)(path, options)
 
 
 def destination_format(path: str | os.PathLike[str]) -> str:

@@ -49,15 +49,15 @@ def load_class(dotted: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def reader_class(name: str) -> Any:
-    """The reader class registered as ``name``."""
+def reader_class(name: str, path: str | None = None) -> Any:
+    """The reader class registered as ``name`` (``path`` only names the source in errors)."""
     from ..errors import UnsupportedFormatError, UsageError
 
     if name in READERS:
         return load_class(READERS[name])
     if name in RECOGNISED_WITHOUT_READER:
         raise UnsupportedFormatError(
-            None,
+            path,
             f"{RECOGNISED_WITHOUT_READER[name]} files are recognised, but this version has no reader for them yet",
         )
     raise UsageError(f"unknown source format {name!r} (known: {', '.join(READERS)})")

@@ -115,6 +115,9 @@ class DumbReader(Reader):
             raise SourceError(self.dir_path, f"dbm.dumb index file is missing{hint}")
         if not os.path.exists(self.dat_path):
             raise SourceError(self.dat_path, "dbm.dumb data file is missing")
+        for side in (self.dat_path, self.dir_path):
+            if not os.path.isfile(side):
+                raise SourceError(side, "is not a regular file")
         self._fd: int | None = None
 
     def _lines(self) -> Iterator[tuple[int, str]]:
@@ -210,6 +213,8 @@ class DumbReader(Reader):
                     yield Record(key, error=error)
                 else:
                     yield Record(key, raw=raw)
+        except OSError as exc:
+            raise SourceError(self.dat_path, exc.strerror or str(exc)) from None
         finally:
             self.close()
 
