@@ -49,7 +49,14 @@ def test_index_line_forms(line, key):
 
 @pytest.mark.parametrize(
     "line",
-    ["key, (0, 3)\n", "'unterminated, (0, 3)\n", "'k', (0)\n", "'k', (-1, 3)\n", "'k', (0, 3) extra\n", "__import__('os'), (0, 3)\n"],
+    [
+        "key, (0, 3)\n",
+        "'unterminated, (0, 3)\n",
+        "'k', (0)\n",
+        "'k', (-1, 3)\n",
+        "'k', (0, 3) extra\n",
+        "__import__('os'), (0, 3)\n",
+    ],
 )
 def test_malformed_index_lines_are_format_errors(line):
     with pytest.raises(FormatError, match="not a dbm.dumb index entry"):
@@ -68,8 +75,16 @@ def test_every_line_form_reads_through_the_reader(tmp_path):
 @pytest.mark.parametrize("exact_up_to", [200_000, 0], ids=["exact-filter", "bit-filter"])
 def test_a_key_on_several_lines_takes_its_last_line(tmp_path, monkeypatch, exact_up_to):
     monkeypatch.setattr(dumb, "_EXACT_FILTER_LINES", exact_up_to)
-    lines = ["'k', (0, 3)\n", "'other', (512, 3)\n", "'k', (1024, 3)\n", "'x', (1536, 1)\n", "'k', (2048, 3)\n"]
-    base = make_dumb(tmp_path, lines, {0: b"old", 512: b"oth", 1024: b"mid", 1536: b"x", 2048: b"new"})
+    lines = [
+        "'k', (0, 3)\n",
+        "'other', (512, 3)\n",
+        "'k', (1024, 3)\n",
+        "'x', (1536, 1)\n",
+        "'k', (2048, 3)\n",
+    ]
+    base = make_dumb(
+        tmp_path, lines, {0: b"old", 512: b"oth", 1024: b"mid", 1536: b"x", 2048: b"new"}
+    )
     assert pairs(base) == [("other", b"oth"), ("x", b"x"), ("k", b"new")]
 
 
@@ -85,9 +100,19 @@ def test_many_keys_without_duplicates_lose_nothing_in_the_bit_filter(tmp_path, m
 def test_values_out_of_index_order_are_read_exactly(tmp_path):
     # Positions jump backwards and far ahead: the read window must never serve stale bytes.
     values = {700_000: b"far", 0: b"first", 512: b"second", 300_000: b"middle"}
-    lines = ["'far', (700000, 3)\n", "'first', (0, 5)\n", "'second', (512, 6)\n", "'middle', (300000, 6)\n"]
+    lines = [
+        "'far', (700000, 3)\n",
+        "'first', (0, 5)\n",
+        "'second', (512, 6)\n",
+        "'middle', (300000, 6)\n",
+    ]
     base = make_dumb(tmp_path, lines, values)
-    assert pairs(base) == [("far", b"far"), ("first", b"first"), ("second", b"second"), ("middle", b"middle")]
+    assert pairs(base) == [
+        ("far", b"far"),
+        ("first", b"first"),
+        ("second", b"second"),
+        ("middle", b"middle"),
+    ]
 
 
 def test_a_value_beyond_the_end_of_dat_is_a_record_error(tmp_path):
@@ -102,7 +127,9 @@ def test_a_value_beyond_the_end_of_dat_is_a_record_error(tmp_path):
 def test_missing_index_with_a_backup_says_how_to_recover(tmp_path):
     base = make_dumb(tmp_path, ["'a', (0, 1)\n"], {0: b"x"})
     (tmp_path / "db.dir").rename(tmp_path / "db.bak")
-    with pytest.raises(SourceError, match=r"index file is missing; a backup index .*db\.bak exists"):
+    with pytest.raises(
+        SourceError, match=r"index file is missing; a backup index .*db\.bak exists"
+    ):
         DumbReader(base)
 
 

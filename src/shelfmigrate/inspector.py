@@ -8,8 +8,8 @@ from collections import Counter
 from typing import Any
 
 from . import detect as _detect
-from .formats import READERS
 from .errors import UsageError
+from .formats import READERS
 from .options import ReadOptions
 from .pipeline import open_reader
 from .values import guess_codec, looks_like_pickle

@@ -78,7 +78,9 @@ def make_decoder(name: str, options: ReadOptions) -> Decoder:
     if name == "pickle":
         from .codecs import safepickle
 
-        unpickler = safepickle.SafeUnpickler(allow=options.allow, stubs=options.stubs, py2_str=options.py2_str)
+        unpickler = safepickle.SafeUnpickler(
+            allow=options.allow, stubs=options.stubs, py2_str=options.py2_str
+        )
         load = unpickler.loads
 
         def decode_pickle(raw: Any) -> Any:

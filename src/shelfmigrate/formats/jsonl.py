@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import zlib
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
