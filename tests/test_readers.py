@@ -190,3 +190,26 @@ def test_leveldb_reader_reads_every_pair_in_key_order(tmp_path):
         {"key": "a", "value": [1, 2]},
         {"key": "b", "value": {"$tuple": [1]}},
     ]
+
+
+def test_dumb_database_of_marshal_values_with_values_marshal(tmp_path):
+    import dbm.dumb
+    import marshal
+
+    with dbm.dumb.open(str(tmp_path / "m"), "n") as db:
+        db[b"a"] = marshal.dumps({"x": (1, 2.5)})
+        db[b"b"] = marshal.dumps([None, b"raw"])
+    assert read_all(tmp_path / "m", values="marshal") == [
+        {"key": "a", "value": {"x": {"$tuple": [1, 2.5]}}},
+        {"key": "b", "value": [None, {"$bytes": "cmF3"}]},
+    ]
+
+
+def test_dumb_database_of_json_values_with_values_json(tmp_path):
+    import dbm.dumb
+
+    with dbm.dumb.open(str(tmp_path / "j"), "n") as db:
+        db[b"a"] = b'{"$not_a_tag": 1}'
+    assert read_all(tmp_path / "j", values="json") == [
+        {"key": "a", "value": {"$dict": [["$not_a_tag", 1]]}}
+    ]
