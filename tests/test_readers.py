@@ -213,3 +213,23 @@ def test_dumb_database_of_json_values_with_values_json(tmp_path):
     assert read_all(tmp_path / "j", values="json") == [
         {"key": "a", "value": {"$dict": [["$not_a_tag", 1]]}}
     ]
+
+
+def test_auto_values_are_decided_by_the_first_stored_value_not_a_null(tmp_path):
+    import pickle
+    import sqlite3
+
+    path = tmp_path / "kv.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE store (key BLOB, value BLOB)")
+    con.executemany(
+        "INSERT INTO store VALUES (?, ?)",
+        [(b"none", None), (b"a", pickle.dumps((1, 2))), (b"b", pickle.dumps({"x": b"y"}))],
+    )
+    con.commit()
+    con.close()
+    assert read_all(path) == [
+        {"key": "none", "value": None},
+        {"key": "a", "value": {"$tuple": [1, 2]}},
+        {"key": "b", "value": {"x": {"$bytes": "eQ=="}}},
+    ]

@@ -120,6 +120,9 @@ class ValueDecoder:
         if record.value is not NOT_DECODED:
             return
         if self._decode is None:
+            if record.raw is None:  # an SQL NULL says nothing about the other values
+                record.value = None
+                return
             self.name = guess_codec(record.raw)
             self._decode = make_decoder(self.name, self.options)
         record.value = self._decode(record.raw)

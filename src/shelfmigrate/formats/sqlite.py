@@ -208,7 +208,9 @@ class SQLiteReader(Reader):
             cursor = self.con.execute(sql)
         except SQLITE_READ_ERRORS as exc:
             raise FormatError(self.path, f"cannot read table {self.table!r}: {exc}") from None
-        blob_keys = self.layout == "dbm.sqlite3"
+        # Byte keys of dbm-like tables are container keys (text when UTF-8); our own kv
+        # layout stores a bytes key as a BLOB only when it must stay bytes.
+        blob_keys = self.layout in ("dbm.sqlite3", "key-value")
         names = self.value_columns
         try:
             if self.values_are_decoded:
