@@ -233,3 +233,18 @@ def test_auto_values_are_decided_by_the_first_stored_value_not_a_null(tmp_path):
         {"key": "a", "value": {"$tuple": [1, 2]}},
         {"key": "b", "value": {"x": {"$bytes": "eQ=="}}},
     ]
+
+
+def test_leveldb_source_is_left_exactly_as_it_was(tmp_path):
+    plyvel = pytest.importorskip("plyvel")
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    for i in range(50):
+        db.put(f"k{i}".encode(), b"[1]")
+    db.close()
+
+    def snapshot() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (tmp_path / "db").iterdir()}
+
+    before = snapshot()
+    assert len(read_all(tmp_path / "db")) == 50
+    assert snapshot() == before

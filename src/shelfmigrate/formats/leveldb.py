@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +35,30 @@ def import_plyvel() -> Any:
     return plyvel
 
 
+_IMMUTABLE_SUFFIXES = (".ldb", ".sst")  # table files are never changed once written
+
+
+def snapshot_leveldb(path: str) -> str:
+    """A private copy of a LevelDB directory to open: table files hard-linked where possible."""
+    snapshot = tempfile.mkdtemp(prefix="shelfmigrate-leveldb-")
+    try:
+        for entry in os.scandir(path):
+            if entry.name == "LOCK" or not entry.is_file(follow_symlinks=False):
+                continue
+            target = os.path.join(snapshot, entry.name)
+            if entry.name.endswith(_IMMUTABLE_SUFFIXES):
+                try:
+                    os.link(entry.path, target)
+                    continue
+                except OSError:
+                    pass  # another file system, or links not allowed: copy instead
+            shutil.copyfile(entry.path, target)
+    except OSError as exc:
+        shutil.rmtree(snapshot, ignore_errors=True)
+        raise SourceError(path, f"cannot read LevelDB directory: {exc.strerror or exc}") from None
+    return snapshot
+
+
 class LevelDBReader(Reader):
     """Reads every key/value pair of a LevelDB database, in key order."""
 
@@ -46,10 +72,13 @@ class LevelDBReader(Reader):
         if not os.path.exists(os.path.join(self.path, "CURRENT")):
             raise FormatError(self.path, "not a LevelDB database (no CURRENT file)")
         plyvel = import_plyvel()
+        # LevelDB has no read-only mode: opening a database replays its log and rewrites
+        # LOG, MANIFEST and CURRENT.  So we open a private snapshot of the directory.
+        self._snapshot = snapshot_leveldb(self.path)
         try:
-            # LevelDB has no read-only mode; we never write, and create nothing.
-            self.db = plyvel.DB(self.path, create_if_missing=False)
+            self.db = plyvel.DB(self._snapshot, create_if_missing=False)
         except (plyvel.Error, OSError) as exc:
+            shutil.rmtree(self._snapshot, ignore_errors=True)
             raise FormatError(self.path, f"cannot open LevelDB database: {exc}") from None
 
     def records(self) -> Iterator[Record]:
@@ -62,6 +91,7 @@ class LevelDBReader(Reader):
     def close(self) -> None:
         if not self.db.closed:
             self.db.close()
+        shutil.rmtree(self._snapshot, ignore_errors=True)
 
 
 class LevelDBWriter(Writer):
