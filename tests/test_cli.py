@@ -533,13 +533,6 @@ def test_json_table_null_value_is_a_record_error(tmp_path: Path, out: Path) -> N
     assert f"{3 - result.exit_code} of 3 records written" in result.stderr
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason="bug: a BYTEARRAY8 with a huge declared length after a GLOBAL makes the C unpickler "
-    "of CPython 3.8-3.11 print 'SystemError: deallocated bytearray object has exported "
-    "buffers' on stderr (safepickle leaves declared lengths to the C unpickler)",
-)
 def test_oversized_bytearray8_gives_one_stderr_line(tmp_path: Path, out: Path) -> None:
     src = tmp_path / "big.pkl"
     src.write_bytes(

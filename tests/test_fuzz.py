@@ -52,7 +52,6 @@ import shutil
 import signal
 import sqlite3
 import struct
-import sys
 import threading
 import time
 import traceback
@@ -294,18 +293,7 @@ class KnownBug:
     matches: Callable[[BaseException | None, str], bool]
 
 
-KNOWN_BUGS = [
-    KnownBug(
-        "test_oversized_bytearray8_writes_nothing_on_stderr",
-        lambda exc, err: (
-            sys.version_info < (3, 12)
-            and exc is None
-            and err.rstrip().endswith(
-                "SystemError: deallocated bytearray object has exported buffers"
-            )
-        ),
-    ),
-]
+KNOWN_BUGS: list[KnownBug] = []
 
 
 def known_bug(exc: BaseException | None, err: str) -> str | None:
@@ -548,13 +536,6 @@ def test_sqlite_undecodable_column_type_is_a_format_error(copy_fixture, format: 
         list(shelfmigrate.open_reader(src, format=format))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: safepickle leaves memo indexes to the C unpickler, which sizes its memo array "
-    "by the largest index: a 9-byte pickle (LONG_BINPUT 4_000_000) allocates 64 MB, and "
-    "the fuzzer's 5 mutated bytes in py27_stream_p0.pkl made one case take 2.6 GB and seconds "
-    "(20 GB and the OOM killer over a long run)",
-)
 def test_memo_index_does_not_allocate_memory() -> None:
     import tracemalloc
 
@@ -571,13 +552,6 @@ def test_memo_index_does_not_allocate_memory() -> None:
     assert peak < 8 << 20, f"a {len(bomb)}-byte pickle made the decoder allocate {peak} bytes"
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason="bug: on CPython 3.8-3.11 a BYTEARRAY8 with a huge declared length after a GLOBAL "
-    "makes the C unpickler print 'SystemError: deallocated bytearray object has exported "
-    "buffers' to stderr; safepickle does not check declared lengths before it",
-)
 def test_oversized_bytearray8_writes_nothing_on_stderr(
     capfd: pytest.CaptureFixture[str],
 ) -> None:

@@ -241,6 +241,45 @@ def verify(
 
 
 @app.command()
+@handles_errors
+def audit(
+    src: list[Path] = typer.Argument(
+        ..., help="Pickle files, containers (shelves, SQLite, LevelDB) or directories to audit."
+    ),
+    output_format: str = typer.Option("text", "--format", help="Report format: text|json|sarif."),
+    fail_on: str = typer.Option(
+        "dangerous",
+        "--fail-on",
+        help="Exit 1 when a record is at least: dangerous (also unreadable)|unknown|never.",
+    ),
+    glob: str | None = typer.Option(
+        None, "--glob", help="In directories, audit only files matching PATTERN (default: all)."
+    ),
+    allow: list[str] | None = ALLOW,
+    table: str | None = TABLE,
+    key_column: str | None = KEY_COLUMN,
+    value_column: str | None = VALUE_COLUMN,
+) -> None:
+    """Statically audit the pickles in SRC: globals, calls and a verdict; nothing is run."""
+    from .codecs import audit as audit_lib
+    from .options import check_choice
+
+    check_choice("format", output_format, ("text", "json", "sarif"))
+    check_choice("fail-on", fail_on, tuple(audit_lib.FAIL_ON))
+    options = _read_options("raw", allow, True, "auto", table, key_column, value_column)
+    items, summary = audit_lib.summarise(
+        audit_lib.audit_paths(src, glob=glob, read_options=options)
+    )
+    render = {
+        "text": audit_lib.render_text,
+        "json": audit_lib.render_json,
+        "sarif": audit_lib.render_sarif,
+    }[output_format]
+    typer.echo(render(items, summary), nl=False)
+    raise typer.Exit(summary.exit_code(fail_on))
+
+
+@app.command()
 def formats() -> None:
     """List the readers and writers, and which optional pieces are available."""
     from importlib.util import find_spec

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 # Argument sizes as pickletools describes them (negative values are markers).
 _UP_TO_NEWLINE = pickletools.UP_TO_NEWLINE
 _LENGTH_PREFIXED = {
-    pickletools.TAKEN_FROM_ARGUMENT1: (1, True),
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
     pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
     pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
     pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),

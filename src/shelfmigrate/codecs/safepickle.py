@@ -65,15 +65,19 @@ itself, guarded by an audit hook (see "The fast path" below); only pickles with
 globals, non-ASCII Python 2 ``str`` or anything odd take the full path (a C
 unpickler subclass per pickle plus, when globals were used, the post-load walk).
 
-Not done here yet (the hardening issue): an own opcode pre-scan (READONLY_BUFFER
-can still turn a bytes object into a ``memoryview``; SETITEM on a list assigns an
-index; APPENDS on a bytearray extends it), and resource limits: declared lengths,
-memo indexes, nesting depth, integer size and total size are left to the C
-unpickler.  BINBYTES8/BYTEARRAY8 allocate before they read (a MemoryError, turned
-into DecodeError; on CPython 3.10-3.13 a failed BYTEARRAY8 allocation can also
-print "SystemError: deallocated bytearray object has exported buffers" on stderr,
-a CPython bug in ``PyByteArray_FromStringAndSize``'s error path); PUT/LONG_BINPUT
-with a huge index make the C memo array grow to that index.
+Pre-scan: before any byte reaches the C unpickler (fast path, full path and
+each pickle of :func:`load_stream`), :func:`.pickle_scan.scan` walks every
+opcode with its argument and refuses unknown opcodes, a missing STOP, any
+declared length past the end of the data (BINBYTES8/BINUNICODE8/BYTEARRAY8
+would otherwise be allocated before they are read) and memo indexes larger than
+the pickle's size (the C memo array grows to the largest PUT/LONG_BINPUT index).
+It returns the end of the pickle, so trailing data is refused before loading and
+a stream is cut into exact pickles.
+
+Not done here yet (the hardening issue): READONLY_BUFFER can still turn a bytes
+object into a ``memoryview``; SETITEM on a list assigns an index; APPENDS on a
+bytearray extends it; and resource limits on nesting depth, integer size (text
+LONG/INT digits) and total size are left to the C unpickler.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ from typing import Any, BinaryIO
 
 from ..errors import DecodeError, ShelfmigrateError, UnsafePickleError, UsageError
 from ..stubs import Stub
+from .pickle_scan import Incomplete, scan, scan_stream
 
 __all__ = [
     "DEFAULT_ALLOWLIST",
@@ -1207,25 +1212,24 @@ class _BytesSource:
         return self.read(-1 if end < 0 else end + 1 - self.pos)
 
 
-_PEEK = 8192
-
-
 class _StreamSource:
-    """A buffered reader over a binary file that keeps the bytes of the current pickle."""
+    """A buffered reader over a binary file that cuts out one pickle at a time."""
 
     def __init__(self, fileobj: BinaryIO, base: int, chunk: int = 1 << 16):
         self.file = fileobj
         self.buf = bytearray()
-        self.pos = 0  # index in buf of the next byte to hand out
+        self.pos = 0  # index in buf of the next pickle
         self.base = base  # file offset of buf[0]
         self.eof = False
         self.chunk = chunk
+        self.size = _file_size(fileobj)  # absolute file size, None when unknown
 
     @property
     def offset(self) -> int:
         return self.base + self.pos
 
     def _fill(self, need: int) -> None:
+        """Read until ``buf`` holds ``need`` bytes from ``pos`` (or the file ends)."""
         while len(self.buf) - self.pos < need and not self.eof:
             want = min(max(self.chunk, need - (len(self.buf) - self.pos)), 1 << 20)
             data = self.file.read(want)
@@ -1242,40 +1246,47 @@ class _StreamSource:
         self._fill(1)
         return self.pos < len(self.buf)
 
-    def rewind(self, offset: int) -> None:
-        self.pos = offset - self.base
+    def _limit(self) -> int | None:
+        """How long ``buf`` will be once the file is read to its end (None: unknown)."""
+        if self.eof:
+            return len(self.buf)
+        if self.size is not None:
+            return max(self.size - self.base, len(self.buf))
+        return None
 
-    def raw(self, start: int, end: int) -> bytes:
-        return bytes(self.buf[start - self.base : end - self.base])
-
-    def peek(self, n: int = 0) -> bytes:
-        # The C unpickler asks for 128 KiB but parses whatever it gets and comes
-        # back when that runs out; a short answer keeps each copy small.
-        self._fill(_PEEK)
-        return bytes(self.buf[self.pos : self.pos + _PEEK])
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            while not self.eof:
-                self._fill(len(self.buf) - self.pos + self.chunk)
-            n = len(self.buf) - self.pos
-        self._fill(n)
-        data = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readline(self) -> bytes:
+    def take_pickle(self) -> bytes:
+        """The bytes of the pickle at ``pos`` (found by the scan); ``pos`` moves past it."""
+        start = resume = self.pos
         while True:
-            end = self.buf.find(b"\n", self.pos)
-            if end >= 0 or self.eof:
+            try:
+                end = scan_stream(self.buf, start, resume, self._limit())
                 break
-            self._fill(len(self.buf) - self.pos + self.chunk)
-        return self.read(-1 if end < 0 else end + 1 - self.pos)
+            except Incomplete as more:
+                resume = more.resume
+                # Grow geometrically, so a long pickle is read (and walked) in
+                # O(size); a declared length past the end of the file never
+                # gets here (the scan refuses it).
+                grow = max(more.needed - len(self.buf), len(self.buf) - start, self.chunk)
+                before = len(self.buf)
+                self._fill(before - self.pos + grow)
+                if len(self.buf) == before:
+                    self.eof = True
+        self.pos = end
+        return bytes(self.buf[start:end])
+
+
+def _file_size(fileobj: BinaryIO) -> int | None:
+    try:
+        return os.fstat(fileobj.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        pass
+    getbuffer = getattr(fileobj, "getbuffer", None)  # io.BytesIO
+    if getbuffer is not None:
+        try:
+            return len(getbuffer())
+        except (TypeError, ValueError, BufferError):
+            pass
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -1541,18 +1552,14 @@ def _as_decode_error(exc: BaseException, where: str = "") -> ShelfmigrateError:
 #   ``pickle.loads`` in the process is unaffected.  Without globals, no opcode
 #   can reach a callable or a class: BUILD, APPEND and SETITEM only meet the
 #   built-in types the opcodes make.
-# * Exactly one pickle: ``pickle.loads`` ignores bytes after STOP.  When the
-#   final STOP is the only "." byte of the data, no earlier STOP opcode can
-#   exist.  Otherwise the final STOP is replaced by ``SHORT_BINBYTES <secret nonce> TUPLE2 STOP``: the result
-#   is ``(value, nonce)`` only if parsing reached the last byte, so an earlier
-#   STOP (trailing data) or a last byte that is not an opcode is noticed, and the
-#   full path then reports it.  The nonce never appears in any output.
+# * Exactly one pickle: ``pickle.loads`` ignores bytes after STOP.  The pre-scan
+#   (:mod:`.pickle_scan`, run first on both paths) walks the same opcodes the C
+#   unpickler reads and returns the offset just past the first STOP; data with
+#   bytes after it is refused before any loading.
 # * PERSID (no ``persistent_load``), EXT codes (see ``_EXT_CACHE``) and Python 2
 #   ``str`` in ``auto`` mode (decoded as strict ASCII, so a non-ASCII one fails)
 #   also fall back to the full path.
 
-_NONCE = os.urandom(16)
-_FAST_SUFFIX = b"C" + bytes([len(_NONCE)]) + _NONCE + b"\x86."
 # EXT1/2/4 look in copyreg's cache before calling find_class; the registry is
 # empty unless someone registered codes, so the cache is normally empty too.  It
 # is cleared before each load so that an object cached by another unpickler is
@@ -1651,21 +1658,23 @@ class SafeUnpickler:
 
     def loads(self, data: bytes | bytearray | memoryview) -> Any:
         """Decode exactly one pickle; see :func:`loads`."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"loads() takes bytes, not {type(data).__name__}")
+            data = bytes(data)
+        # The pre-scan (pickle_scan): every opcode, declared length and memo
+        # index is checked before any byte reaches the C unpickler, and the
+        # pickle's end is known, so the C loader reads exactly these opcodes.
+        end = scan(data)
+        if end != len(data):
+            raise DecodeError(f"trailing data: {len(data) - end} bytes after STOP at offset {end}")
         if self._try_fast:
             # The fast path (see above).  Only this call of the C loader is
             # guarded by the audit hook: it must stay in this very function.
             try:
                 if _EXT_CACHE:
                     _EXT_CACHE.clear()
-                last = len(data) - 1
-                if data.find(46) == last:
-                    # The final byte is the only "." (STOP): no earlier STOP
-                    # opcode can exist, so plain loads reads exactly one pickle.
-                    return self._fast_loads(data)
-                if data[last] == 46:
-                    result = self._fast_loads(data[:-1] + _FAST_SUFFIX)
-                    if type(result) is tuple and len(result) == 2 and result[1] == _NONCE:
-                        return result[0]
+                return self._fast_loads(data)
             except _GlobalInFastPath:
                 self._try_fast = False
             except UnicodeDecodeError:
@@ -1676,13 +1685,8 @@ class SafeUnpickler:
                 pass
         return self._full_loads(data)
 
-    def _full_loads(self, data: bytes | bytearray | memoryview, ascii_failed: bool = False) -> Any:
-        if type(data) is not bytes:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"loads() takes bytes, not {type(data).__name__}")
-            data = bytes(data)
-        if not data:
-            raise DecodeError("empty value: not a pickle")
+    def _full_loads(self, data: bytes, ascii_failed: bool = False) -> Any:
+        """The C unpickler subclass, for a pickle that :func:`scan` accepted."""
         if ascii_failed and self.py2_str == "auto":
             source, value = self._read_py2(data)
             used = True
@@ -1720,26 +1724,13 @@ class SafeUnpickler:
         source = _StreamSource(fileobj, base)
         while source.start_record():
             start = source.offset
-            where = f"pickle at offset {start}"
             try:
-                value, used = self._run(source, self._kwargs)
-            except UnicodeDecodeError as exc:
-                if self.py2_str != "auto":
-                    raise _as_decode_error(exc, where) from None
-                source.rewind(start)
-                try:
-                    value = self._run_py2(source)
-                except Exception as exc2:
-                    raise _as_decode_error(exc2, where) from None
-                used = True
+                # The scan finds where this pickle ends (reading as much as it
+                # needs); exactly those bytes are then checked and loaded.
+                raw = source.take_pickle()
+                value = self.loads(raw)
             except Exception as exc:
-                raise _as_decode_error(exc, where) from None
-            raw = source.raw(start, source.offset)
-            if used:
-                try:
-                    value = self._finish(value)
-                except Exception as exc:
-                    raise _as_decode_error(exc, where) from None
+                raise _as_decode_error(exc, f"pickle at offset {start}") from None
             yield value, start, raw
 
 

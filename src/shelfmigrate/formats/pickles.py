@@ -12,12 +12,12 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..codecs.pickleops import PickleWalkError, pickle_end
+from ..codecs.pickle_scan import Incomplete, scan_stream
 from ..errors import DecodeError, FormatError, SourceError, UsageError
 from ..records import Record
 from .base import Reader
 
-_RECOVERY_WINDOW = 64 << 20  # how far past a refused pickle's start we look for its STOP
+_FIRST_READ = 64 << 10  # most pickles end within this; the scanner asks for more when not
 
 
 class PickleStreamReader(Reader):
@@ -45,15 +45,27 @@ class PickleStreamReader(Reader):
                 yield from self._decoded_records(handle)
 
     def _end_of(self, handle: BinaryIO, start: int) -> int:
-        """The end offset of the pickle at ``start``, found by walking its opcodes."""
+        """The end offset of the pickle at ``start``, found by the opcode scanner.
+
+        Reads only as much of the file as the pickle needs (growing the buffer
+        while the scanner asks for more); FormatError when it is malformed.
+        """
+        size = os.fstat(handle.fileno()).st_size
         handle.seek(start)
-        window = handle.read(_RECOVERY_WINDOW)
-        try:
-            return start + pickle_end(window)
-        except PickleWalkError as exc:
-            raise FormatError(
-                self.path, str(exc).rsplit(" at offset", 1)[0], offset=start + exc.offset
-            ) from None
+        data = handle.read(_FIRST_READ)
+        resume = 0
+        while True:
+            try:
+                return start + scan_stream(data, 0, resume, size - start)
+            except Incomplete as more:
+                resume = more.resume
+                wanted = max(more.needed, 2 * len(data)) - len(data)
+                chunk = handle.read(wanted)
+                if not chunk:
+                    raise FormatError(self.path, "pickle ends before its STOP opcode", offset=start) from None
+                data += chunk
+            except DecodeError as exc:
+                raise FormatError(self.path, exc.detail, offset=start) from None
 
     def _raw_records(self, handle: BinaryIO) -> Iterator[Record]:
         size = os.fstat(handle.fileno()).st_size

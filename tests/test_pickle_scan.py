@@ -1,0 +1,530 @@
+"""The opcode pre-scan (codecs/pickle_scan.py): offsets, refusals, and robustness."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import decimal
+import io
+import pickle
+import pickletools
+import random
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from shelfmigrate.codecs import pickle_scan, safepickle
+from shelfmigrate.codecs.pickle_scan import Incomplete, scan, scan_stream
+from shelfmigrate.errors import DecodeError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pickles"
+PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
+
+
+class Point:
+    def __init__(self, x: int, y: int):
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+class KwOnly:
+    def __new__(cls, *, k: int) -> KwOnly:
+        self = super().__new__(cls)
+        self.k = k
+        return self
+
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, int]]:
+        return (), {"k": self.k}
+
+
+def _values() -> list[object]:
+    shared = ["shared"]
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    return [
+        None,
+        True,
+        False,
+        0,
+        1,
+        255,
+        256,
+        65535,
+        65536,
+        -1,
+        2**31,
+        2**63,
+        2**2100,  # LONG4 (more than 255 bytes)
+        -(2**2100),
+        1.5,
+        -0.0,
+        float("inf"),
+        "",
+        "a",
+        "é\n\x00",
+        "x" * 255,
+        "x" * 256,
+        "y" * 70_000,  # several frames
+        b"",
+        b"\x00\xff.\n",
+        b"z" * 300,
+        bytearray(b"ab\xff"),
+        (),
+        (1,),
+        (1, 2),
+        (1, 2, 3),
+        (1, 2, 3, 4),
+        [],
+        list(range(300)),  # APPENDS, BININT2
+        {},
+        {i: str(i) for i in range(1200)},  # SETITEMS batches, LONG_BINPUT, LONG_BINGET
+        {"k": shared, "l": shared},  # GET
+        {1, 2, 3},
+        frozenset({1, 2}),
+        cyclic,
+        (cyclic, cyclic),
+        Point(1, 2),
+        [Point(i, i) for i in range(3)],
+        KwOnly(k=5),
+        collections.OrderedDict(a=1),
+        collections.defaultdict(list, {"a": [1]}),
+        datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
+        decimal.Decimal("1.10"),
+        complex(1, 2),
+        len,  # a global by itself
+        Point,
+        [["nested"] * 3] * 3,
+        {"id": 7, "name": "user-7", "tags": ["a", "b", "0"], "score": 7 / 3, "active": False},
+    ]
+
+
+_SIZES = {
+    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
+}
+_OPS = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+
+
+class WalkError(ValueError):
+    pass
+
+
+def pickle_end(data: bytes, start: int = 0) -> int:
+    """A plain reference walk (argument shapes straight from pickletools.opcodes)."""
+    pos = start
+    while True:
+        if pos >= len(data):
+            raise WalkError("no STOP")
+        op = _OPS.get(data[pos])
+        if op is None:
+            raise WalkError("unknown opcode")
+        pos += 1
+        arg = op.arg
+        if arg is None:
+            pass
+        elif arg.n >= 0:
+            pos += arg.n
+        elif arg.n == pickletools.UP_TO_NEWLINE:
+            for _ in range(2 if arg.name == "stringnl_noescape_pair" else 1):
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    raise WalkError("no newline")
+                pos = newline + 1
+        else:
+            width, signed = _SIZES[arg.n]
+            length = int.from_bytes(data[pos : pos + width], "little", signed=signed)
+            if length < 0:
+                raise WalkError("negative length")
+            pos += width + length
+        if pos > len(data):
+            raise WalkError("past the end")
+        if op.name == "STOP":
+            return pos
+
+
+def _genops_end(data: bytes, start: int = 0) -> int:
+    end = start
+    for op, _arg, pos in pickletools.genops(io.BytesIO(data[start:])):
+        end = start + pos + 1
+        if op.name == "STOP":
+            break
+    # genops gives the opcode's offset; add its argument length via the next offset
+    return end
+
+
+def _genops_offsets(data: bytes) -> list[int]:
+    return [pos for _op, _arg, pos in pickletools.genops(data)]
+
+
+def _scan_offsets_agree(data: bytes) -> None:
+    """scan() returns just past STOP, and walking with pickleops gives the same end."""
+    end = scan(data)
+    assert end == len(data)
+    assert end == pickle_end(data)
+    offsets = _genops_offsets(data)
+    assert offsets[-1] == end - 1 and data[end - 1] == 0x2E
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_pickle_dumps_of_varied_values(protocol: int) -> None:
+    for value in _values():
+        data = pickle.dumps(value, protocol)
+        _scan_offsets_agree(data)
+    # everything in one pickle too
+    _scan_offsets_agree(pickle.dumps(_values(), protocol))
+
+
+def test_protocol5_out_of_band_buffers() -> None:
+    buffers: list[pickle.PickleBuffer] = []
+    value = [pickle.PickleBuffer(b"abc"), pickle.PickleBuffer(bytearray(b"de"))]
+    data = pickle.dumps(value, 5, buffer_callback=buffers.append)
+    assert b"\x97" in data and b"\x98" in data  # NEXT_BUFFER, READONLY_BUFFER
+    _scan_offsets_agree(data)
+    _scan_offsets_agree(pickle.dumps(bytearray(b"x" * 1000), 5))  # BYTEARRAY8
+
+
+def _arg_for(op: pickletools.OpcodeInfo) -> bytes:
+    """A valid argument for ``op`` (as far as pickletools can decode it)."""
+    name, arg = op.name, op.arg
+    if arg is None:
+        return b""
+    if op.name == "FRAME":
+        return struct.pack("<Q", 0)
+    if arg.n >= 0:
+        return b"\x00" * arg.n
+    if arg.n == pickletools.UP_TO_NEWLINE:
+        return {
+            "INT": b"01\n",
+            "LONG": b"12L\n",
+            "FLOAT": b"1.5\n",
+            "STRING": b"'a\\n'\n",
+            "UNICODE": b"caf\\xe9\n",
+            "GLOBAL": b"mod\nName\n",
+            "INST": b"mod\nName\n",
+        }.get(name, b"1\n")
+    width = {
+        pickletools.TAKEN_FROM_ARGUMENT1: "<B",
+        pickletools.TAKEN_FROM_ARGUMENT4: "<i",
+        pickletools.TAKEN_FROM_ARGUMENT4U: "<I",
+        pickletools.TAKEN_FROM_ARGUMENT8U: "<Q",
+    }[arg.n]
+    return struct.pack(width, 3) + b"abc"
+
+
+def test_every_opcode_of_every_protocol() -> None:
+    """One pickle holding every opcode (no stack semantics: the scan never builds)."""
+    body = b""
+    names = set()
+    for op in pickletools.opcodes:
+        if op.name == "STOP":
+            continue
+        piece = op.code.encode("latin-1") + _arg_for(op)
+        body += piece
+        names.add(op.name)
+        # each opcode on its own, after PROTO
+        data = b"\x80\x05" + piece + b"."
+        assert scan(data) == len(data), op.name
+        assert pickle_end(data) == len(data)
+        assert _genops_offsets(data)[-1] == len(data) - 1, op.name
+    assert len(names) == len(pickletools.opcodes) - 1 == len(pickle_scan.OPCODE_NAMES) - 1
+    data = body + b"."
+    assert scan(data) == len(data) == pickle_end(data)
+    assert _genops_offsets(data)[-1] == len(data) - 1
+    for op in pickletools.opcodes:
+        assert pickle_scan.OPCODE_NAMES[op.code.encode("latin-1")[0]] == op.name
+
+
+def test_python2_text_pickles() -> None:
+    """Python 2 ``str`` with non-ASCII bytes: pickletools cannot decode them, offsets still agree."""
+    data = b"(dp1\nS'caf\\xe9'\np2\nS'\xe9t\xe9'\np3\ns."
+    assert scan(data) == len(data) == pickle_end(data)
+    with pytest.raises(Exception):  # noqa: B017,PT011 (whatever the host pickletools raises)
+        list(pickletools.genops(b"S'\xe9'\n."))
+    data = b"\x80\x02U\x03\xe9t\xe9q\x00T\x04\x00\x00\x00\xff\xfe\xfd\xfcq\x01\x86q\x02."
+    assert scan(data) == len(data) == pickle_end(data)
+
+
+def _fixture_pickles() -> list[tuple[str, bytes]]:
+    return [(path.name, path.read_bytes()) for path in sorted(FIXTURES.glob("*.pkl"))]
+
+
+@pytest.mark.parametrize(("name", "data"), _fixture_pickles())
+def test_fixture_streams(name: str, data: bytes) -> None:
+    start = count = 0
+    while start < len(data):
+        end = scan(data, start)
+        assert end == pickle_end(data, start), (name, start)
+        # (pickletools cannot decode a Python 2 non-ASCII STRING)
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            assert _genops_end(data, start) == end
+        # the stream walk finds the same end, also from a buffer that holds only part
+        assert scan_stream(bytearray(data), start, start, len(data)) == end
+        cut = bytearray(data[: (start + end) // 2])
+        with pytest.raises(Incomplete) as info:
+            scan_stream(cut, start, start, len(data))
+        assert scan_stream(bytearray(data), start, info.value.resume, len(data)) == end
+        start, count = end, count + 1
+    assert count >= 1
+
+
+# --------------------------------------------------------------------------
+# Refusals
+
+
+def _refused(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        scan(data)
+    assert str(info.value) == message
+    # and through the decoder, before the C unpickler sees a byte
+    with pytest.raises(DecodeError) as info:
+        safepickle.loads(data)
+    assert str(info.value) == message
+
+
+def test_empty_and_truncated() -> None:
+    _refused(b"", "empty value: not a pickle")
+    _refused(b"\x80\x04N", "truncated pickle (the data ends before STOP)")
+    _refused(b"\x80\x04J\x01\x02", "truncated pickle: the data ends inside BININT at offset 2")
+    _refused(b"I12", "truncated pickle: INT at offset 0 has no end of line")
+    _refused(b"cmod\nname", "truncated pickle: GLOBAL at offset 0 has no end of line")
+    _refused(
+        b"\x80\x04\x8c\x05ab",
+        "truncated pickle: SHORT_BINUNICODE at offset 2 declares 5 bytes but only 2 remain",
+    )
+
+
+def test_unknown_opcode() -> None:
+    _refused(
+        b"\x80\x04\xff.", "malformed pickle: invalid load key, unknown opcode 0xff at offset 2"
+    )
+    _refused(b"N\x00.", "malformed pickle: invalid load key, unknown opcode 0x00 at offset 1")
+
+
+LENGTH_PREFIXED = {
+    "SHORT_BINSTRING": (b"U", "<B"),
+    "SHORT_BINBYTES": (b"C", "<B"),
+    "SHORT_BINUNICODE": (b"\x8c", "<B"),
+    "LONG1": (b"\x8a", "<B"),
+    "BINSTRING": (b"T", "<i"),
+    "BINUNICODE": (b"X", "<I"),
+    "BINBYTES": (b"B", "<I"),
+    "LONG4": (b"\x8b", "<i"),
+    "BINUNICODE8": (b"\x8d", "<Q"),
+    "BINBYTES8": (b"\x8e", "<Q"),
+    "BYTEARRAY8": (b"\x96", "<Q"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LENGTH_PREFIXED))
+def test_declared_length_past_the_end(name: str) -> None:
+    code, fmt = LENGTH_PREFIXED[name]
+    huge = {"<B": 255, "<i": 2**31 - 1, "<I": 2**32 - 1, "<Q": 2**64 - 1}[fmt]
+    for length in (huge, 4):
+        data = b"\x80\x05" + code + struct.pack(fmt, length) + b"ab."
+        _refused(
+            data,
+            f"truncated pickle: {name} at offset 2 declares {length} bytes but only 3 remain",
+        )
+    # after a GLOBAL (the CPython 3.8-3.11 BYTEARRAY8 stderr case)
+    data = b"\x80\x02c__main__\nNew\n" + code + struct.pack(fmt, huge) + b"."
+    with pytest.raises(DecodeError, match=f"truncated pickle: {name} at offset 16 declares"):
+        safepickle.loads(data)
+
+
+def test_negative_lengths() -> None:
+    for code, name in ((b"T", "BINSTRING"), (b"\x8b", "LONG4")):
+        _refused(
+            b"\x80\x02" + code + struct.pack("<i", -5) + b".",
+            f"malformed pickle: {name} at offset 2 declares a negative length (-5)",
+        )
+
+
+def test_frame_past_the_end() -> None:
+    data = b"\x80\x04\x95" + struct.pack("<Q", 2**40) + b"N."
+    _refused(data, f"truncated pickle: FRAME at offset 2 declares {2**40} bytes but only 2 remain")
+    data = b"\x80\x04\x95" + struct.pack("<Q", 2) + b"N.\x95" + struct.pack("<Q", 1)
+    assert scan(data) == 13  # STOP comes first: what follows is trailing data
+    data = b"\x80\x04\x95" + struct.pack("<Q", 12) + b"N\x95" + struct.pack("<Q", 2) + b"0."
+    assert scan(data) == len(data)
+    data = b"\x80\x04\x95" + struct.pack("<Q", 12) + b"N\x95" + struct.pack("<Q", 3) + b"0."
+    _refused(data, "truncated pickle: FRAME at offset 12 declares 3 bytes but only 2 remain")
+    _refused(b"\x80\x04\x95\x01\x00", "truncated pickle: the data ends inside FRAME at offset 2")
+
+
+def test_memo_index_bombs() -> None:
+    bomb = b"\x80\x02Nr" + struct.pack("<I", 100_000_000) + b"."
+    _refused(
+        bomb,
+        "malformed pickle: LONG_BINPUT at offset 3 stores memo index 100000000, "
+        "more than a pickle of 9 bytes can hold",
+    )
+    _refused(
+        b"Np100000000\n.",
+        "malformed pickle: PUT at offset 1 stores memo index 100000000, "
+        "more than a pickle of 13 bytes can hold",
+    )
+    _refused(
+        b"Np" + b"9" * 30 + b"\n.",
+        "malformed pickle: PUT at offset 1 has a memo index that is not a plain number "
+        f"({b'9' * 30!r})",
+    )
+    _refused(
+        b"Np-1\n.",
+        "malformed pickle: PUT at offset 1 has a memo index that is not a plain number (b'-1')",
+    )
+    # indexes up to the pickle's size are fine (Python 2 numbers from 1), BINPUT always
+    assert scan(b"Np5\n.") == 5
+    assert scan(b"\x80\x02Nr\x09\x00\x00\x00.") == 9
+    assert scan(b"\x80\x02Nq\xff.") == 6
+    # the stream walk does not bound indexes (the cut-out pickle is checked by scan)
+    assert scan_stream(bomb, 0, 0, len(bomb)) == len(bomb)
+
+
+@pytest.mark.parametrize("size", [100, 300, 4095, 4096, 70_000, 300_000])
+def test_memo_bound_follows_the_size(size: int) -> None:
+    """Each size class of the regex takes exactly the indexes up to the size."""
+    for index in (size - 40, size - 1, size, size + 1, 10 * size):
+        for put in (b"r" + struct.pack("<I", index), b"p%d\n" % index):
+            data = b"\x80\x02N" + put + b"."
+            data = data[:3] + b"N" * (size - len(data)) + data[3:]
+            assert len(data) == size
+            if index <= size:
+                assert scan(data) == size
+            else:
+                with pytest.raises(DecodeError, match=f"stores memo index {index}, more than a "):
+                    scan(data)
+
+
+def test_safepickle_refuses_the_memo_bomb_before_loading() -> None:
+    for bomb in (
+        b"\x80\x02Nr" + struct.pack("<I", 100_000_000) + b".",
+        b"(p100000000\n.",
+    ):
+        with pytest.raises(DecodeError, match="stores memo index 100000000"):
+            safepickle.loads(bomb)
+        with pytest.raises(DecodeError, match="pickle at offset 5: malformed pickle: "):
+            list(safepickle.load_stream(io.BytesIO(pickle.dumps(1, 2) + bomb)))
+
+
+def test_pickle_file_reader_skips_a_refused_pickle(tmp_path: Path) -> None:
+    import shelfmigrate
+
+    bomb = b"\x80\x02Nr" + struct.pack("<I", 100_000_000) + b"."
+    src = tmp_path / "s.pkl"
+    src.write_bytes(pickle.dumps({"a": 1}, 2) + bomb + pickle.dumps([2], 4))
+    records = list(shelfmigrate.open_reader(src))
+    assert [r.value for r in records if r.error is None] == [{"a": 1}, [2]]
+    assert "stores memo index" in str(records[1].error) and records[1].raw == bomb
+
+
+def test_trailing_data_is_left_to_the_caller() -> None:
+    data = pickle.dumps(1, 4) + b"garbage"
+    assert scan(data) == len(pickle.dumps(1, 4))
+    assert scan(data * 2, len(data)) == len(data) + len(pickle.dumps(1, 4))
+
+
+# --------------------------------------------------------------------------
+# Robustness
+
+
+def _samples() -> list[bytes]:
+    value = {"id": 1, "name": "user-1", "tags": ["a", "b"], "score": 0.5, "big": 2**80}
+    return [pickle.dumps(value, p) for p in PROTOCOLS] + [d for _n, d in _fixture_pickles()][:2]
+
+
+def test_truncation_at_every_offset() -> None:
+    for data in _samples():
+        end = pickle_end(data)
+        data = data[:end]
+        for cut in range(end):
+            with pytest.raises(DecodeError):
+                scan(data[:cut])
+            with pytest.raises(Incomplete):
+                scan_stream(bytearray(data[:cut]), 0, 0, None)
+            with pytest.raises(DecodeError):
+                scan_stream(bytearray(data[:cut]), 0, 0, cut)
+
+
+def test_stream_read_in_small_pieces_resumes() -> None:
+    data = pickle.dumps(["x" * 1000, b"y" * 300, list(range(400))], 0)
+    buf = bytearray()
+    resume = 0
+    for i in range(0, len(data), 37):
+        buf += data[i : i + 37]
+        try:
+            end = scan_stream(buf, 0, resume, len(data))
+        except Incomplete as more:
+            assert more.needed > len(buf)
+            resume = more.resume
+        else:
+            break
+    assert end == len(data)
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+def test_random_mutations_only_decode_error_or_success() -> None:
+    rng = random.Random(20240611)
+    samples = _samples()
+    results = collections.Counter()
+    for _ in range(2000):
+        data = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 4)):
+            action = rng.random()
+            at = rng.randrange(len(data))
+            if action < 0.6:
+                data[at] = rng.randrange(256)
+            elif action < 0.8:
+                del data[at : at + rng.randint(1, 8)]
+            else:
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        data = bytes(data)
+        try:
+            end = scan(data)
+        except DecodeError as exc:
+            assert re.match(r"(truncated|malformed) pickle|empty value", str(exc)), str(exc)
+            results["refused"] += 1
+            continue
+        # what the scan accepts, pickleops agrees on (same end offset)
+        assert end == pickle_end(data)
+        results["accepted"] += 1
+        with_stream = scan_stream(bytearray(data), 0, 0, len(data))
+        assert with_stream == end
+        with contextlib.suppress(DecodeError):
+            safepickle.loads(data[:end])
+    assert results["refused"] and results["accepted"]
+
+
+def test_walk_error_offsets_match_pickleops() -> None:
+    """When pickleops cannot find the end, the scan refuses too."""
+    rng = random.Random(7)
+    for _ in range(500):
+        data = bytearray(rng.choice(_samples()))
+        data[rng.randrange(len(data))] = rng.randrange(256)
+        try:
+            pickle_end(bytes(data))
+        except WalkError:
+            with pytest.raises(DecodeError):
+                scan(bytes(data))
+
+
+def test_load_stream_refuses_a_declared_length_past_the_end_of_the_file() -> None:
+    """The stream reader compares declared lengths with the file's size, never reads for them."""
+    first = pickle.dumps({"a": 1}, 2)
+    bad = b"\x80\x05\x8e" + struct.pack("<Q", 1 << 40) + b"ab."
+    data = first + bad + b"N." * 100_000
+    it = safepickle.load_stream(io.BytesIO(data))
+    assert next(it)[0] == {"a": 1}
+    remain = len(data) - len(first) - 11
+    with pytest.raises(
+        DecodeError,
+        match=f"pickle at offset {len(first)}: truncated pickle: BINBYTES8 at offset 2 "
+        f"declares {1 << 40} bytes but only {remain} remain",
+    ):
+        next(it)
