@@ -39,6 +39,7 @@ PY2_STR = typer.Option(
 TABLE = typer.Option(
     None, "--table", help="SQLite table to read (source) and to write (destination)."
 )
+SOURCE_TABLE = typer.Option(None, "--table", help="SQLite table to read.")
 KEY_COLUMN = typer.Option(None, "--key-column", help="Source SQLite column holding the key.")
 VALUE_COLUMN = typer.Option(None, "--value-column", help="Source SQLite column holding the value.")
 FROM = typer.Option(None, "--from", help="Source format (detected from content when omitted).")
@@ -186,7 +187,7 @@ def convert(
 def inspect(
     src: Path = typer.Argument(..., help="File, directory or dbm base name to describe."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
-    table: str | None = TABLE,
+    table: str | None = SOURCE_TABLE,
 ) -> None:
     """Say what SRC is: its format, details, record count and what its values look like."""
     from .inspector import inspect_source
@@ -256,7 +257,7 @@ def audit(
         None, "--glob", help="In directories, audit only files matching PATTERN (default: all)."
     ),
     allow: list[str] | None = ALLOW,
-    table: str | None = TABLE,
+    table: str | None = SOURCE_TABLE,
     key_column: str | None = KEY_COLUMN,
     value_column: str | None = VALUE_COLUMN,
 ) -> None:

@@ -62,7 +62,9 @@ class PickleStreamReader(Reader):
                 wanted = max(more.needed, 2 * len(data)) - len(data)
                 chunk = handle.read(wanted)
                 if not chunk:
-                    raise FormatError(self.path, "pickle ends before its STOP opcode", offset=start) from None
+                    raise FormatError(
+                        self.path, "pickle ends before its STOP opcode", offset=start
+                    ) from None
                 data += chunk
             except DecodeError as exc:
                 raise FormatError(self.path, exc.detail, offset=start) from None
