@@ -13,7 +13,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, ShelfmigrateError
-from .options import ReadOptions, WriteOptions
+from .options import ReadOptions, WriteOptions, allow_names
 
 app = typer.Typer(
     name="shelfmigrate",
@@ -27,6 +27,9 @@ app = typer.Typer(
 VALUES = typer.Option("auto", "--values", help="Value codec: auto|pickle|marshal|json|raw.")
 ALLOW = typer.Option(
     None, "--allow", help="Allow one more class or function for pickles (MODULE.NAME); repeatable."
+)
+ALLOW_FILE = typer.Option(
+    None, "--allow-file", help="A file of MODULE.NAME lines to allow (# starts a comment)."
 )
 STUBS = typer.Option(
     True,
@@ -71,6 +74,7 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def _read_options(
     values: str,
     allow: list[str] | None,
+    allow_file: Path | None,
     stubs: bool,
     py2_str: str,
     table,
@@ -80,7 +84,7 @@ def _read_options(
 ) -> ReadOptions:
     return ReadOptions(
         values=values,
-        allow=frozenset(allow or ()),
+        allow=allow_names(allow or (), allow_file),
         stubs=stubs,
         py2_str=py2_str,
         marshal_python=marshal_python,
@@ -104,6 +108,7 @@ def convert(
     ),
     values: str = VALUES,
     allow: list[str] | None = ALLOW,
+    allow_file: Path | None = ALLOW_FILE,
     stubs: bool = STUBS,
     on_error: str = typer.Option(
         "fail", "--on-error", help="fail: stop at the first bad record; skip: count it and go on."
@@ -156,7 +161,15 @@ def convert(
         from_format=from_format,
         to_format=to_format,
         read_options=_read_options(
-            values, allow, stubs, py2_str, table, key_column, value_column, marshal_python
+            values,
+            allow,
+            allow_file,
+            stubs,
+            py2_str,
+            table,
+            key_column,
+            value_column,
+            marshal_python,
         ),
         write_options=WriteOptions(
             overwrite=overwrite,
@@ -220,6 +233,7 @@ def verify(
     dst: Path = typer.Argument(..., help="The converted store."),
     values: str = VALUES,
     allow: list[str] | None = ALLOW,
+    allow_file: Path | None = ALLOW_FILE,
     stubs: bool = STUBS,
     py2_str: str = PY2_STR,
 ) -> None:
@@ -227,7 +241,7 @@ def verify(
     from .verify import verify as run_verify
 
     result = run_verify(
-        src, dst, options=_read_options(values, allow, stubs, py2_str, None, None, None)
+        src, dst, options=_read_options(values, allow, allow_file, stubs, py2_str, None, None, None)
     )
     if result.same:
         typer.echo(f"same: {result.source_records} records on both sides")
@@ -257,6 +271,7 @@ def audit(
         None, "--glob", help="In directories, audit only files matching PATTERN (default: all)."
     ),
     allow: list[str] | None = ALLOW,
+    allow_file: Path | None = ALLOW_FILE,
     table: str | None = SOURCE_TABLE,
     key_column: str | None = KEY_COLUMN,
     value_column: str | None = VALUE_COLUMN,
@@ -267,9 +282,9 @@ def audit(
 
     check_choice("format", output_format, ("text", "json", "sarif"))
     check_choice("fail-on", fail_on, tuple(audit_lib.FAIL_ON))
-    options = _read_options("raw", allow, True, "auto", table, key_column, value_column)
+    options = _read_options("raw", allow, allow_file, True, "auto", table, key_column, value_column)
     items, summary = audit_lib.summarise(
-        audit_lib.audit_paths(src, glob=glob, read_options=options)
+        audit_lib.audit_paths(src, glob=glob, read_options=options, allow=options.allow)
     )
     render = {
         "text": audit_lib.render_text,

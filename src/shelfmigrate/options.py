@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 VALUE_CODECS = ("auto", "pickle", "marshal", "json", "raw")
@@ -50,3 +53,35 @@ def check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
 
         allowed = "|".join(str(c) for c in choices)
         raise UsageError(f"--{name} takes {allowed}, not {value!r}")
+
+
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def allow_names(
+    names: Iterable[str] = (), allow_file: str | os.PathLike[str] | None = None
+) -> frozenset[str]:
+    """The ``--allow`` names plus those of ``--allow-file`` (one MODULE.NAME a line, ``#`` comments)."""
+    from .errors import SourceError, UsageError
+
+    allowed = set()
+    for name in names:
+        if not _DOTTED_NAME.fullmatch(name):
+            raise UsageError(f"--allow takes MODULE.NAME, not {name!r}")
+        allowed.add(name)
+    if allow_file is not None:
+        try:
+            with open(allow_file, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(allow_file, f"cannot read the allow file: {exc}") from None
+        for lineno, line in enumerate(lines, 1):
+            name = line.split("#", 1)[0].strip()
+            if not name:
+                continue
+            if not _DOTTED_NAME.fullmatch(name):
+                raise UsageError(
+                    f"{os.fspath(allow_file)} line {lineno}: expected MODULE.NAME, got {name!r}"
+                )
+            allowed.add(name)
+    return frozenset(allowed)
