@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shelfmigrate.cli import app
-from shelfmigrate.codecs import audit, safepickle
+from shelfmigrate.codecs import audit, pickle_scan, safepickle
 from shelfmigrate.codecs.audit import (
     AuditLimits,
     Verdict,
@@ -312,14 +312,188 @@ def test_malformed_and_truncated_are_unreadable(data: bytes) -> None:
     assert "SM011" in verdicts(f)
 
 
-def test_stack_damage_in_plain_data_cannot_import_anything() -> None:
-    # The fast path checks framing, not stack discipline: plain data that
-    # pickle.loads would reject is still "safe" (nothing can be imported or
-    # called); the symbolic walk itself does see the damage.
-    data = b"\x80\x02a."
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x80\x02a.", "APPEND finds too few items"),  # stack underflow
+        (b"\x80\x02K\x01t.", "TUPLE finds too few items"),  # TUPLE without a MARK
+        (b"1.", "POP_MARK finds too few items"),  # POP_MARK without a MARK
+        (b"2.", "DUP finds too few items"),  # DUP on an empty stack
+        (b"0.", "POP finds too few items"),  # POP on an empty stack
+        (b"(K\x01.", "STOP with a MARK still open"),
+        (b"(p0\n.", "PUT finds too few items"),  # PUT at a MARK fence
+        (b"\x80\x04\x94N.", "MEMOIZE finds too few items"),  # MEMOIZE on an empty stack
+        (b"}]K\x01s.", "unhashable key (a list)"),
+        (b"\x80\x02}(]K\x01u.", "unhashable key (a list)"),  # SETITEMS
+        (b"(]K\x01d.", "unhashable key (a list)"),  # DICT
+        (b"(}\x91.", "unhashable key (a dict)"),  # FROZENSET member
+        (b"\x80\x04\x8f(]\x90.", "unhashable key (a list)"),  # ADDITEMS member
+        (b"\x80\x02}(]\x85K\x02u.", "unhashable key (a tuple)"),  # tuple holding a list
+        (b"\x80\x02}(K\x01u.", "odd number of items"),
+        (b"(K\x01d.", "odd number of items"),
+        (b"K\x01K\x02K\x03s.", "SETITEM on an int"),
+        (b"\x80\x04](K\x01\x90.", "ADDITEMS on a list"),
+        (b"\x80\x02](K\x01u.", "SETITEMS with an odd number"),
+        (b"\x80\x02)K\x01a.", "APPEND on a tuple"),
+        (b"K\x01}b.", "BUILD on an int"),
+        (b"\x80\x02]}b.", "BUILD on a list"),
+        (b"\x80\x02K\x01)\x81.", "NEWOBJ of an int"),
+        (b"\x80\x02]K\x01\x81.", "NEWOBJ of a list"),
+        (PROTO2 + glob("datetime", "date") + b"K\x01\x81.", "NEWOBJ argument is an int"),
+        (PROTO2 + glob("__builtin__", "set") + b"K\x01R.", "REDUCE argument is an int"),
+        (b"\x80\x04" + glob("datetime", "date") + b")]\x92.", "keyword arguments are a list"),
+    ],
+)
+def test_stack_and_type_damage_is_unreadable(data: bytes, message: str) -> None:
+    # What pickle.loads (and so the loader) refuses is never "safe": the fast path
+    # checks stack discipline and types and leaves damage to the walk, which says
+    # what it is and where.
+    f = audit_pickle(data)
+    assert f.verdict is Verdict.UNREADABLE, f
+    assert any(message in p.message for p in f.problems), f.problems
+    assert audit._fast_plain(data, len(data)) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "rule"),
+    [
+        (PROTO2 + b"]K\x05aK\x00K\x09s.", "SM014"),  # SETITEM on a list: list[0] = 9
+        (b"\x80\x02](K\x00K\x09u.", "SM014"),  # SETITEMS on a list
+        (b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab(KAe.", "SM014"),  # APPENDS, bytearray
+        (b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00abKAa.", "SM014"),  # APPEND, bytearray
+        # BUILD on allowlisted instances: attributes on an OrderedDict, a defaultdict
+        # factory swapped through slot state.
+        (PROTO2 + glob("collections", "OrderedDict") + b")R}X\x01\x00\x00\x00aK\x01sb.", "SM014"),
+        (
+            PROTO2
+            + glob("collections", "defaultdict")
+            + glob("__builtin__", "int")
+            + b"\x85RN}X\x0f\x00\x00\x00default_factory"
+            + glob("builtins", "list")
+            + b"s\x86b.",
+            "SM014",
+        ),
+        # The loader's argument validators: an int for bytes/bytearray, oversized
+        # Decimal and Fraction arguments.
+        (
+            b"\x80\x04" + glob("builtins", "bytearray") + b"\x8a\x05\x00\x00\x00\x00\x10\x85R.",
+            "SM015",
+        ),
+        (PROTO2 + glob("__builtin__", "bytes") + b"\x8a\x05\x00\x00\x00\x00\x10\x85R.", "SM015"),
+        (
+            b"\x80\x04" + glob("builtins", "bytearray") + b"\x8a\x05\x00\x00\x00\x00\x10\x85\x81.",
+            "SM015",
+        ),
+        (
+            PROTO2 + glob("decimal", "Decimal") + b"X\x11\x27\x00\x00" + b"9" * 10001 + b"\x85R.",
+            "SM015",
+        ),
+        (PROTO2 + glob("fractions", "Fraction") + b"(V" + b"9" * 10001 + b"\nt" + b"R.", "SM015"),
+        (
+            PROTO2
+            + glob("fractions", "Fraction")
+            + b"\x8b"
+            + struct.pack("<i", 12_600)
+            + b"\x01" * 12_600
+            + b"K\x03\x86R.",
+            "SM015",
+        ),
+    ],
+)
+def test_type_confusion_and_refused_arguments_are_dangerous(data: bytes, rule: str) -> None:
+    f = audit_pickle(data)
+    assert f.verdict is Verdict.DANGEROUS, f
+    assert rule in verdicts(f)
+
+
+def test_inst_arguments_are_validated() -> None:
+    inst = b"(I68719476736\nibuiltins\nbytearray\n."
+    f = audit_pickle(inst)
+    assert f.verdict is Verdict.DANGEROUS and "SM015" in verdicts(f)
+    small = audit_pickle(PROTO2 + glob("builtins", "bytearray") + b"K\x05\x85R.")
+    assert small.verdict is Verdict.UNREADABLE  # the loader refuses it, pickle makes 5 bytes
+    fine = audit_pickle(PROTO2 + glob("decimal", "Decimal") + sbu("1.5") + b"\x85R.")
+    assert fine.verdict is Verdict.SAFE
+    uuid_build = pickle.dumps(__import__("uuid").UUID(int=5), protocol=2)
+    assert audit_pickle(uuid_build).verdict is Verdict.SAFE  # BUILD on a uuid.UUID is fine
+
+
+def test_integer_size_limits_are_the_loaders() -> None:
+    big = audit.MAX_INT_BITS // 8 + 1
+    for data in (
+        PROTO2 + b"\x8b" + struct.pack("<i", big) + b"\x01" * big + b".",
+        b"L" + b"9" * (audit.MAX_INT_DIGITS + 3) + b"L\n.",
+        b"I" + b"9" * (audit.MAX_INT_DIGITS + 3) + b"\n.",
+    ):
+        f = audit_pickle(data)
+        assert f.verdict is Verdict.UNREADABLE
+        assert "SM010" in verdicts(f) or "SM011" in verdicts(f)
+    ok = audit.MAX_INT_BITS // 8
+    data = PROTO2 + b"\x8b" + struct.pack("<i", ok) + b"\x01" * ok + b"."
     assert audit_pickle(data).verdict is Verdict.SAFE
-    walked = audit._walk(data, 0, audit.DEFAULT_LIMITS, frozenset())
-    assert [p.rule for p in walked.problems] == ["SM011"]
+    assert audit_pickle(b"L" + b"7" * 5000 + b"L\n.").verdict is Verdict.SAFE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"(" * 100_000 + b"]" + b"l" * 100_000 + b".",
+        b"(" * 100_000 + b")" + b"t" * 100_000 + b".",
+        b"}" + b"(K\x01" * 50_000 + b"}" + b"d" * 50_000 + b".",
+        pytest.param(
+            b"\x80\x02" + b"]" * 5000 + b"a" * 4999 + b".",
+            id="deep-without-mark",
+            marks=pytest.mark.skipif(
+                not hasattr(pickle_scan, "check_structure"),
+                reason="the loader's structure check (pickle_scan.check_structure) finds this",
+            ),
+        ),
+    ],
+)
+def test_deep_nesting_is_unreadable_on_the_fast_path_too(data: bytes) -> None:
+    start = time.perf_counter()
+    f = audit_pickle(data)
+    assert time.perf_counter() - start < 2.0
+    assert f.verdict is Verdict.UNREADABLE, f.reason
+    assert audit._fast_plain(data, len(data)) is None
+
+
+def test_memo_bombs_stay_fast_and_safe() -> None:
+    # L[i] = [L[i-1], L[i-1]]: sharing, which the loader keeps; nothing to refuse.
+    data = b"\x80\x02]q\x00"
+    for i in range(1, 41):
+        data += b"]q" + bytes([i]) + b"(h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"e"
+    data += b"."
+    start = time.perf_counter()
+    f = audit_pickle(data)
+    assert time.perf_counter() - start < 1.0
+    assert f.verdict is Verdict.SAFE, f.reason
+
+
+def test_the_loaders_pre_scan_is_reported_with_its_message() -> None:
+    # One reading of the stream: what pickle_scan refuses is unreadable, in its words.
+    data = b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x01\x00N."  # FRAME past the end
+    f = audit_pickle(data)
+    assert f.verdict is Verdict.UNREADABLE
+    assert any(p.message.startswith("the loader refuses it:") for p in f.problems)
+    # A payload in front of damage is still dangerous (pickle.loads runs it first).
+    f = audit_pickle(glob("os", "system") + b"\xff")
+    assert f.verdict is Verdict.DANGEROUS
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_fast_path_accepts_only_what_the_pre_scan_accepts(protocol: int) -> None:
+    values = [
+        {"k": [1, 2, {"n": None}], "s": "é" * 3, "t": (1, (2, 3)), "f": frozenset({1})},
+        [b"x" * 300, "y" * 300, 10**300, {1, 2}, bytearray(b"ab")],
+        [[[[]]]],
+    ]
+    for value in values:
+        data = pickle.dumps(value, protocol=protocol)
+        if audit._fast_plain(data, len(data)) is not None:
+            assert pickle_scan.scan(data) == len(data)
+            assert audit._opcodes_of(data, 0, len(data)) == b"".join(audit._TOKENS.findall(data))
+        assert audit_pickle(data).verdict is Verdict.SAFE
 
 
 @pytest.mark.parametrize(
@@ -957,3 +1131,187 @@ def test_canary_nothing_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert summary.verdicts["unknown"] == 2
     assert "sm_audit_canary_mod" not in sys.modules
     assert not list(tmp_path.glob("canary*"))
+
+
+def test_stream_on_an_mmap_goes_through_the_pre_scan(tmp_path: Path) -> None:
+    import mmap
+
+    values = [{"a": ["t", "t"]}, collections.OrderedDict(a=1), [1, 2]]
+    path = tmp_path / "s.pkl"
+    path.write_bytes(b"".join(pickle.dumps(v, protocol=4) for v in values) + b"\x80\x02a.")
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        found = [finding.verdict for _i, _pos, finding in audit_pickle_stream(m)]
+    assert found == [Verdict.SAFE] * 3 + [Verdict.UNREADABLE]
+    assert audit_pickle(memoryview(pickle.dumps({"a": ["t", "t"]}))).verdict is Verdict.SAFE
+
+
+# --------------------------------------------------------------------------
+# The shape cache must never change a finding
+
+
+def _full(data: bytes) -> audit.PickleFinding:
+    return audit._audit_full(data, frozenset(), audit.DEFAULT_LIMITS)
+
+
+def _same_finding(data: bytes) -> audit.PickleFinding:
+    """audit_pickle (shape cache) and the precise path agree on every field."""
+    got = audit_pickle(data)
+    want = _full(data)
+    assert got.verdict == want.verdict, (data, got.reason, want.reason)
+    assert got.to_dict() == want.to_dict(), data
+    assert got == want and want == got
+    return got
+
+
+def _random_value(rng, depth: int = 0):
+    import decimal
+    import fractions
+    import uuid
+
+    leaves = [
+        lambda: rng.randrange(-(2**70), 2**70),
+        lambda: rng.randrange(300),
+        lambda: rng.random(),
+        lambda: "".join(
+            chr(rng.choice([rng.randrange(32, 127), rng.randrange(128, 0x3000)]))
+            for _ in range(rng.randrange(0, 40))
+        ),
+        lambda: "\ud800x" if rng.random() < 0.5 else "é" * rng.randrange(1, 300),
+        lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(0, 30))),
+        lambda: bytearray(rng.randrange(256) for _ in range(rng.randrange(0, 5))),
+        lambda: None,
+        lambda: rng.random() < 0.5,
+        lambda: datetime.datetime(
+            2000 + rng.randrange(30), 1 + rng.randrange(12), 1, rng.randrange(24)
+        ),
+        lambda: datetime.date(
+            1990 + rng.randrange(40), 1 + rng.randrange(12), 1 + rng.randrange(28)
+        ),
+        lambda: datetime.timedelta(seconds=rng.randrange(10**6)),
+        lambda: decimal.Decimal(rng.randrange(10**6)) / 100,
+        lambda: fractions.Fraction(rng.randrange(1, 100), rng.randrange(1, 100)),
+        lambda: uuid.UUID(int=rng.getrandbits(128)),
+        lambda: complex(rng.random(), 1),
+        lambda: "datetime" if rng.random() < 0.5 else "date",
+        lambda: 10 ** rng.randrange(1, 700),
+    ]
+    if depth > 3 or rng.random() < 0.4:
+        return rng.choice(leaves)()
+    n = rng.randrange(0, 5)
+    kind = rng.randrange(6)
+    items = [_random_value(rng, depth + 1) for _ in range(n)]
+    if kind == 0:
+        return items
+    if kind == 1:
+        return tuple(items)
+    if kind == 2:
+        return {f"k{i}" if rng.random() < 0.8 else i: v for i, v in enumerate(items)}
+    if kind == 3:
+        return collections.OrderedDict((str(i), v) for i, v in enumerate(items))
+    if kind == 4:
+        shared = items[:1] * 2  # memo GETs
+        return [shared, items]
+    return {rng.randrange(100) for _ in range(n)} | {"date", "datetime"}
+
+
+def _random_pickles(n: int, seed: int) -> list[bytes]:
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        value = _random_value(rng)
+        out.append(pickle.dumps(value, protocol=i % 6))
+    return out
+
+
+def _mutants(data: bytes, rng, count: int) -> list[bytes]:
+    out = []
+    for _ in range(count):
+        mutant = bytearray(data)
+        for _ in range(rng.randrange(1, 3)):
+            pos = rng.randrange(len(mutant))
+            mutant[pos] = rng.choice([rng.randrange(256), 0x80, 0xC3, 0xFF, 0x00, 0x0A, 0x94])
+        out.append(bytes(mutant))
+    return out
+
+
+def test_shape_cache_agrees_with_precise_path_on_corpus(tmp_path: Path) -> None:
+    audit._SHAPE_CACHE.clear()
+    # warm the cache with realistic shapes first, so corpus cases can hit it
+    for data in _random_pickles(500, 7):
+        _same_finding(data)
+    from pickle_corpus import CASES
+
+    canary = str(tmp_path / "canary")
+    for _ in range(2):  # the second round answers from the cache where it can
+        for case in CASES:
+            data = case.data(canary)
+            if len(data) > 1 << 20:
+                continue
+            _same_finding(data)
+    assert not (tmp_path / "canary").exists()
+
+
+def test_shape_cache_agrees_with_precise_path_on_random_pickles() -> None:
+    import random
+
+    audit._SHAPE_CACHE.clear()
+    values = _random_pickles(3000, 11)
+    hits = 0
+    for round_ in range(2):
+        for data in values:
+            found = _same_finding(data)
+            hits += round_ == 1 and isinstance(found, audit._ShapeFinding)
+    assert hits > 1000  # the cache is used
+    # same skeletons, damaged arguments: never answered from the cache wrongly
+    rng = random.Random(5)
+    for data in values[:1500]:
+        for mutant in _mutants(data, rng, 3):
+            _same_finding(mutant)
+
+
+def test_shape_cache_throughput_set_agrees() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        from audit_compare import throughput_values
+    finally:
+        sys.path.pop(0)
+    audit._SHAPE_CACHE.clear()
+    for data in throughput_values(3000):
+        found = _same_finding(data)
+        assert found.verdict is Verdict.SAFE
+
+
+def test_shape_cache_memo_fed_stack_global() -> None:
+    """A STACK_GLOBAL module fetched from the memo entry of a data string is never cached."""
+    audit._SHAPE_CACHE.clear()
+    module = "datetime"
+    data = pickle.dumps([module, datetime.date(2020, 1, 1)], protocol=4)
+    assert b"h\x01\x8c\x04date" in data or b"h" in data
+    first = _same_finding(data)
+    assert first.verdict is Verdict.SAFE
+    # same skeleton, another module written as the data string
+    evil = data.replace(b"\x8c\x08datetime", b"\x8c\x08posixpth", 1)
+    assert evil != data
+    second = _same_finding(evil)
+    assert second.verdict is not Verdict.SAFE
+    # a STACK_GLOBAL operand string of the skeleton itself changes the key
+    other = pickle.dumps({"a": datetime.date(2020, 1, 1)}, protocol=4)
+    _same_finding(other)
+    renamed = other.replace(b"\x8c\x04date", b"\x8c\x04eval", 1)
+    assert _same_finding(renamed).verdict is not Verdict.SAFE
+
+
+def test_shape_finding_details_and_replace() -> None:
+    audit._SHAPE_CACHE.clear()
+    values = [pickle.dumps({"d": datetime.date(2020, 1, i)}, protocol=4) for i in range(1, 4)]
+    findings = [audit_pickle(v) for v in values]
+    assert isinstance(findings[-1], audit._ShapeFinding)
+    f = findings[-1]
+    assert [g.mapped for g in f.globals] == ["datetime.date"]
+    assert f.opcodes == _full(values[-1]).opcodes
+    from dataclasses import replace
+
+    g = replace(f, reason="x")
+    assert g.reason == "x" and g.globals == f.globals

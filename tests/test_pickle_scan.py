@@ -12,7 +12,9 @@ import pickletools
 import random
 import re
 import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,10 @@ class Point:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+class Cyclic:
+    x: Any = None
 
 
 class KwOnly:
@@ -528,3 +534,187 @@ def test_load_stream_refuses_a_declared_length_past_the_end_of_the_file() -> Non
         f"declares {1 << 40} bytes but only {remain} remain",
     ):
         next(it)
+
+
+# --------------------------------------------------------------------------
+# Limits and strict refusals
+
+
+def test_strict_refuses_a_protocol_switch() -> None:
+    for data, first, second in (
+        (b"\x80\x02\x80\x04].", "protocol 2", 4),
+        (b"\x80\x04\x95\x03\x00\x00\x00\x00\x00\x00\x00]\x80\x02].", "protocol 4", 2),
+        (b"]\x80\x02.", "no PROTO (protocol 0 or 1)", 2),
+    ):
+        assert scan(data) == len(data)  # the structural scan takes it
+        with pytest.raises(
+            DecodeError, match=rf"second PROTO at offset \d+ switches from {re.escape(first)} "
+        ):
+            scan(data, 0, True)
+        assert str(second) in _refusal(data)
+    same = b"\x80\x04\x80\x04]."  # the same value again is allowed
+    assert scan(same, 0, True) == len(same)
+
+
+def _refusal(data: bytes) -> str:
+    with pytest.raises(DecodeError) as info:
+        scan(data, 0, True)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("opcode", [b"\x97", b"\x98"])
+def test_strict_refuses_out_of_band_buffers(opcode: bytes) -> None:
+    data = b"\x80\x05\x96\x01\x00\x00\x00\x00\x00\x00\x00a" + opcode + b"."
+    assert scan(data) == len(data)
+    name = pickle_scan.OPCODE_NAMES[opcode[0]]
+    with pytest.raises(DecodeError, match=f"refused pickle: {name} at offset 12: out-of-band"):
+        scan(data, 0, True)
+
+
+def test_long4_cap() -> None:
+    ok = b"\x80\x02\x8b" + struct.pack("<I", 1 << 16) + b"\x01" * (1 << 16) + b"."
+    assert scan(ok, 0, True) == len(ok)
+    big = b"\x80\x02\x8b" + struct.pack("<I", (1 << 16) + 1) + b"\x01" * ((1 << 16) + 1) + b"."
+    assert scan(big) == len(big)
+    with pytest.raises(DecodeError, match="LONG4 at offset 2 declares a 65537-byte int, more than"):
+        scan(big, 0, True)
+
+
+def test_value_and_pickle_size_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pickle_scan, "MAX_VALUE", 1000)
+    data = b"\x80\x04B" + struct.pack("<I", 1001) + b"x" * 1001 + b"."
+    with pytest.raises(DecodeError, match="BINBYTES at offset 2 declares 1001 bytes, more than"):
+        scan(data)
+    data = b"\x80\x04\x8e" + struct.pack("<Q", 1001) + b"x" * 1001 + b"."
+    with pytest.raises(DecodeError, match="BINBYTES8 at offset 2 declares 1001 bytes"):
+        scan(data)
+    # a declared length past the end of the data is still reported as truncation
+    with pytest.raises(DecodeError, match="truncated pickle: BINBYTES8"):
+        scan(b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"x.")
+    monkeypatch.setattr(pickle_scan, "MAX_PICKLE", 100)
+    with pytest.raises(DecodeError, match="101 bytes, more than the 100-byte limit for one pickle"):
+        scan(b"N" * 100 + b".")
+    with pytest.raises(DecodeError, match="size limit"):
+        scan_stream(bytearray(b"N" * 200 + b"."), 0, 0, None)
+
+
+def test_text_int_limits_and_rewrite() -> None:
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    big = "9" * 5000
+    for data, value in (
+        (b"L" + big.encode() + b"L\n.", int(big) if not limit else None),
+        (b"I-" + big.encode() + b"\n.", None),
+        (b"(L" + big.encode() + b"L\nL-12L\nl.", None),
+    ):
+        assert scan(data, 0, True) == len(data)
+        fixed = pickle_scan.rewrite_text_ints(data)
+        assert len(fixed) == len(data) and abs(scan(fixed, 0, True)) == len(fixed)
+        loaded = pickle.loads(fixed)
+        assert loaded == value or value is None
+    assert pickle.loads(pickle_scan.rewrite_text_ints(b"L" + big.encode() + b"L\n.")) == (
+        10**5000 - 1
+    )
+    assert getattr(sys, "get_int_max_str_digits", lambda: 0)() == limit  # never changed
+    short = b"L12345678901234567890L\n."
+    assert pickle_scan.rewrite_text_ints(short) is short
+    too_many = b"L" + b"1" * 100_001 + b"L\n."
+    assert scan(too_many) == len(too_many)
+    with pytest.raises(
+        DecodeError, match="LONG at offset 0 has 100001 digits, more than the 100000"
+    ):
+        scan(too_many, 0, True)
+    with pytest.raises(DecodeError, match="INT at offset 0 is not a plain decimal number"):
+        scan(b"I" + b"1_0" * 300 + b"\n.", 0, True)
+
+
+def test_int_from_digits_matches_int() -> None:
+    rng = random.Random(5)
+    for n in (1, 599, 600, 601, 1234, 4299, 4301, 9999):
+        digits = "".join(rng.choice("0123456789") for _ in range(n)).encode()
+        want = 0
+        for d in digits:
+            want = want * 10 + d - 48
+        assert pickle_scan._int_from_digits(digits) == want
+
+
+def test_strict_scan_asks_for_the_structure_walk() -> None:
+    small = pickle.dumps({"a": [1, 2]}, 4)
+    assert scan(small, 0, True) == len(small)
+    nested = pickle.dumps([[i] for i in range(2000)], 4)
+    assert pickle_scan.nesting_bound(nested) > pickle_scan.MAX_DEPTH
+    assert scan(nested, 0, True) == -len(nested) and scan(nested) == len(nested)
+    assert pickle_scan.tuple_bound(nested) < pickle_scan.MAX_DEPTH
+    assert not pickle_scan.has_bytearray8(nested)
+    tuples = pickle.dumps([(i,) for i in range(2000)], 4)
+    assert pickle_scan.tuple_bound(tuples) > pickle_scan.MAX_DEPTH
+    assert scan(tuples, 0, True) == -len(tuples) and scan(tuples) == len(tuples)
+    ba = pickle.dumps(bytearray(b"ab"), 5)
+    assert scan(ba, 0, True) == -len(ba) and pickle_scan.has_bytearray8(ba)
+    assert not pickle_scan.has_bytearray8(pickle.dumps(b"\x96", 5))
+
+
+# --------------------------------------------------------------------------
+# check_structure
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"(K\x01.", "STOP at offset 3 leaves 1 MARK"),
+        (b"\x80\x02]K\x00K\x09s.", "SETITEM at offset 7 on a list"),
+        (b"\x80\x02](K\x00K\x09u.", "SETITEMS at offset 8 on a list"),
+        (
+            b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab(KAe.",
+            "APPENDS at offset 16 on a bytearray",
+        ),
+        (
+            b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00abKAa.",
+            "APPEND at offset 15 on a bytearray",
+        ),
+        (b"\x80\x04](K\x01\x90.", "ADDITEMS at offset 6 on a list"),
+        (b"a.", "APPEND at offset 0: unpickling stack underflow"),
+        (b"K\x01(a.", "APPEND at offset 3: unpickling stack underflow"),
+        (b"K\x01t.", "TUPLE at offset 2 could not find MARK"),
+        (b"1.", "POP_MARK at offset 0 could not find MARK"),
+        (b"2.", "DUP at offset 0: unpickling stack underflow"),
+        (b"h\x07.", "BINGET at offset 0: memo value 7 not found"),
+        (b"g\n.", "malformed pickle"),
+        (b"N" + b"\x85" * 1001 + b".", "TUPLE1 at offset 1001 makes more than 1000 levels"),
+        (b"(" * 1001 + b")" + b"t" * 1001 + b".", "TUPLE at offset 2001 makes more than 1000"),
+    ],
+)
+def test_check_structure_refuses(data: bytes, message: str) -> None:
+    assert scan(data) == len(data)
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        pickle_scan.check_structure(data)
+
+
+def test_check_structure_accepts_what_picklers_write() -> None:
+    shared: list[Any] = [1]
+    node = Cyclic()
+    node.x = [node]  # type: ignore[attr-defined]
+    values: list[Any] = [
+        _values(),
+        {(1, 2): [{1, 2}, frozenset([3]), bytearray(b"x")], "s": shared, "t": shared},
+        collections.OrderedDict(a=1),
+        [list(range(1000)), {i: str(i) for i in range(1000)}],
+        node,
+    ]
+    recursive: list[Any] = []
+    recursive.append((recursive,))
+    values.append(recursive)
+    nested: Any = "leaf"
+    for _ in range(300):  # (pickle.dumps itself recurses)
+        nested = [nested]
+    values.append(nested)
+    for value in values:
+        for protocol in PROTOCOLS:
+            data = pickle.dumps(value, protocol)
+            gets = pickle_scan.check_structure(data)
+            assert gets >= 0
+    for _name, data in _fixture_pickles():
+        start = 0
+        while start < len(data):
+            end = scan(data, start)
+            pickle_scan.check_structure(data, start)
+            start = end

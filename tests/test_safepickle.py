@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -323,28 +324,74 @@ def test_result_types_are_exact() -> None:
         assert type(out) is uuid.UUID and out.int == 5
 
 
-def test_deep_nesting_does_not_recurse() -> None:
-    depth = 100_000
-    data = P4 + b"]" * depth + b"a" * (depth - 1) + b"."
-    out = loads(data)
+def _deep_variants(depth: int) -> list[bytes]:
+    return [
+        P4 + b"]" * depth + b"a" * (depth - 1) + b".",  # stacked lists
+        # a global at the bottom (full path and the post-load walk)
+        P4 + b"]" * depth + glob("datetime", "timedelta") + b")R" + b"a" * depth + b".",
+        # nested tuples around a non-ASCII Python 2 str (the marker walk)
+        P2 + b"U\x02\xc3\xa9" + b"\x85" * depth + b".",
+        b"(" * depth + b")" + b"t" * depth + b".",  # MARK ... TUPLE
+        (b"(K\x00") * depth + b"}" + b"d" * depth + b".",  # MARK ... DICT
+    ]
+
+
+def test_deep_nesting_loads_up_to_the_limit_without_recursion() -> None:
+    depth = 999  # a legitimate deep value (the corpus has depth 200)
+    out = loads(P4 + b"]" * depth + b"a" * (depth - 1) + b".")
     n = 0
     while out:
         out = out[0]
         n += 1
     assert n == depth - 1
-    # the same with a global at the bottom (the post-load walk runs) and with
-    # nested tuples around a non-ASCII Python 2 str (the marker walk runs)
-    data = P4 + b"]" * depth + glob("datetime", "timedelta") + b")R" + b"a" * depth + b"."
-    out = loads(data)
-    for _ in range(depth):
-        out = out[0]
-    assert out == datetime.timedelta(0)
-    data = P2 + b"U\x02\xc3\xa9" + b"\x85" * depth + b"."
-    out = loads(data)
+    out = loads(P2 + b"U\x02\xc3\xa9" + b"\x85" * depth + b".")
     for _ in range(depth):
         assert type(out) is tuple
         out = out[0]
     assert out == "\u00e9"
+    depth = 990  # the arguments of a global count as a level too (a stub keeps them)
+    out = loads(P4 + b"]" * depth + glob("datetime", "timedelta") + b")R" + b"a" * depth + b".")
+    for _ in range(depth):
+        out = out[0]
+    assert out == datetime.timedelta(0)
+
+
+@pytest.mark.parametrize("variant", range(5))
+def test_deep_nesting_is_refused_quickly(variant: int) -> None:
+    data = _deep_variants(100_000)[variant]
+    started = time.perf_counter()
+    with pytest.raises(
+        DecodeError, match=r"nested too deeply: .*more than \d+ levels .*depth limit"
+    ):
+        loads(data)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_deep_tuple_is_refused_before_it_is_hashed() -> None:
+    """Hashing a 1,000,000-deep tuple (a dict key) overflows the C stack: refused before loading."""
+    data = P2 + b"}N" + b"\x85" * 1_000_000 + b"K\x01s."
+    with pytest.raises(DecodeError, match="TUPLE1 at offset 1004 .*depth limit"):
+        loads(data)
+
+
+def test_deep_nesting_through_the_memo_is_checked_after_loading() -> None:
+    """Lists filled after they were put into their parent (memo): the loaded value is walked."""
+    n = 2500
+    out = P4 + b"".join(b"]r" + i.to_bytes(4, "little") + b"0" for i in range(n))
+    for i in range(n - 1):  # list i gets list i+1 while list i+1 is still empty
+        out += b"j" + i.to_bytes(4, "little") + b"j" + (i + 1).to_bytes(4, "little") + b"a0"
+    data = out + b"j\x00\x00\x00\x00."
+    with pytest.raises(DecodeError, match="nested too deeply: more than 2000 levels"):
+        loads(data)  # (plain values: marshal's limit)
+    # the same shape within the limit loads
+    n = 900
+    out = P4 + b"".join(b"]r" + i.to_bytes(4, "little") + b"0" for i in range(n))
+    for i in range(n - 1):
+        out += b"j" + i.to_bytes(4, "little") + b"j" + (i + 1).to_bytes(4, "little") + b"a0"
+    value = loads(out + b"j\x00\x00\x00\x00.")
+    for _ in range(n - 1):
+        value = value[0]
+    assert value == []
 
 
 # --------------------------------------------------------------------------
@@ -1430,3 +1477,130 @@ def test_damaged_pickles_raise_only_our_errors(
             assert "\n" not in str(exc)
         with contextlib.suppress(ShelfmigrateError):
             list(load_stream(io.BytesIO(data), py2_str=mode))
+
+
+# --------------------------------------------------------------------------
+# Limits and structure (pickle_scan's strict scan and check_structure)
+
+
+@pytest.mark.parametrize("py2_str", ["auto", "bytes", "latin1"])
+def test_text_longs_above_the_host_digit_limit_load(py2_str: str) -> None:
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    big, digits = 10**5000 - 1, b"9" * 5000  # (str(big) itself is over the host's limit)
+    data = b"(L" + digits + b"L\nL-" + digits + b"L\nI" + b"1" * 700 + b"\nl."
+    assert loads(data, py2_str=py2_str) == [big, -big, int("1" * 700)]
+    # with a global and a non-ASCII Python 2 str too (full path, second reading)
+    data = b"(L" + digits + b"L\nS'\xe9'\n" + glob("__builtin__", "set") + b")Rl."
+    assert loads(data, py2_str=py2_str)[0] == big
+    assert getattr(sys, "get_int_max_str_digits", lambda: 0)() == limit
+
+
+def test_integer_caps() -> None:
+    with pytest.raises(
+        DecodeError, match="LONG at offset 0 has 100001 digits, more than the 100000"
+    ):
+        loads(b"L" + b"7" * 100_001 + b"L\n.")
+    assert loads(b"L" + b"7" * 100_000 + b"L\n.") == (10**100_000 - 1) // 9 * 7
+    data = P2 + b"\x8b" + struct.pack("<I", (1 << 16) + 1) + b"\x01" * ((1 << 16) + 1) + b"."
+    with pytest.raises(
+        DecodeError, match=r"LONG4 at offset 2 declares a 65537-byte int.*too large"
+    ):
+        loads(data)
+    data = P2 + b"\x8b" + struct.pack("<I", 1 << 16) + b"\x00" * (1 << 16) + b"."
+    assert loads(data) == 0
+
+
+def test_value_and_total_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shelfmigrate.codecs import pickle_scan
+
+    monkeypatch.setattr(pickle_scan, "MAX_VALUE", 1 << 10)
+    assert loads(P4 + b"B" + struct.pack("<I", 1 << 10) + b"x" * 1024 + b".") == b"x" * 1024
+    with pytest.raises(DecodeError, match="BINUNICODE at offset 2 declares 1025 bytes, more than"):
+        loads(P4 + b"X" + struct.pack("<I", 1025) + b"x" * 1025 + b".")
+    monkeypatch.setattr(pickle_scan, "MAX_PICKLE", 1 << 10)
+    with pytest.raises(DecodeError, match="more than the 1024-byte limit for one pickle"):
+        loads(P4 + b"N" * 1100 + b".")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (P2 + P4 + b"].", "second PROTO at offset 2 switches from protocol 2 to protocol 4"),
+        (P4 + P2 + glob("__builtin__", "set") + b")R.", "second PROTO at offset 2"),
+        (b"]" + P2 + b".", "second PROTO at offset 1 switches from no PROTO"),
+        (
+            b"\x80\x05\x96\x03\x00\x00\x00\x00\x00\x00\x00abc\x98.",
+            "READONLY_BUFFER at offset 14: out-of-band buffers",
+        ),
+        (b"\x80\x05\x97.", "NEXT_BUFFER at offset 2: out-of-band buffers"),
+    ],
+)
+def test_protocol_switch_and_buffers_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        loads(data)
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        list(sp.load_stream(io.BytesIO(data)))
+    assert loads(P4 + P4 + b"].") == []  # the same protocol again is allowed
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # a bytearray makes the structure walk run before loading (fast path too)
+        (
+            b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00ab(KAe.",
+            "APPENDS at offset 16 on a bytearray",
+        ),
+        (
+            b"\x80\x05\x96\x02\x00\x00\x00\x00\x00\x00\x00abKAa.",
+            "APPEND at offset 15 on a bytearray",
+        ),
+        # so do more tuple opcodes than MAX_DEPTH (here with an open MARK and SETITEM on a list)
+        (b"(" + b"N\x85\x30" * 1001 + b"K\x01.", "STOP at offset 3006 leaves 1 MARK"),
+        (b"N\x85\x30" * 1001 + b"]K\x05aK\x00K\x09s.", "SETITEM at offset 3011 on a list"),
+    ],
+)
+def test_structure_is_checked(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        loads(data)
+
+
+def test_structure_of_small_pickles_is_left_to_the_c_unpickler() -> None:
+    """Few tuples and no bytearray: plain C semantics on both paths (documented; the walk costs ~7 us)."""
+    decoder = sp.SafeUnpickler()
+    for data, value in ((b"(K\x01.", 1), (P2 + b"]K\x05aK\x00K\x09s.", [9])):
+        decoder._try_fast = True
+        assert decoder.loads(data) == value
+        decoder._try_fast = False
+        assert decoder.loads(data) == value
+    data = P2 + glob("__builtin__", "set") + b")R0]K\x05aK\x00K\x09s."
+    assert loads(data) == [9]
+
+
+def test_check_depth_counts_shared_and_cyclic_values() -> None:
+    def chain(n: int) -> list[Any]:
+        root = node = []
+        for _ in range(n - 1):
+            child: list[Any] = []
+            node.append(child)
+            node = child
+        return root
+
+    sp._walk_depth(chain(1000), 1000)
+    with pytest.raises(DecodeError, match="more than 1000 levels"):
+        sp._walk_depth(chain(1001), 1000)
+    with pytest.raises(DecodeError, match="more than 2000 levels"):
+        sp._check_depth(chain(2001))
+    deep = chain(600)
+    top = [deep, chain(500)]
+    bottom = top[1]
+    while bottom:
+        bottom = bottom[0]
+    bottom.append(deep)  # reached again 500 levels further down: 1101 deep
+    with pytest.raises(DecodeError, match="more than 1000 levels"):
+        sp._walk_depth(top, 1000)
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    sp._check_depth([cyclic, {1: (cyclic,)}, Stub("m.C", args=[cyclic])])
+    with pytest.raises(DecodeError, match="more than 1000 levels"):
+        sp._check_depth([Stub("m.C", args=[chain(1001)])])

@@ -15,12 +15,23 @@ disagree about a name:
 
 * **dangerous**: a global the loader refuses (a gadget, an invalid, dunder or
   attribute-walking name), a STACK_GLOBAL whose operands are not constant strings,
+  type confusion ``pickle.loads`` goes through with but the loader refuses
+  (SETITEM(S) on a list or bytearray, APPEND(S) on a bytearray, BUILD on an
+  allowlisted instance such as an OrderedDict or a defaultdict), an allowlisted
+  constructor given an argument the loader's validators refuse as a resource
+  bomb (``bytearray(2**36)``, a million-character Decimal, a 400,000-bit Fraction),
   BUILD/APPEND/SETITEM applied to a global (a class or function, not an
   instance), PERSID/BINPERSID, EXT1/2/4, NEXT_BUFFER/READONLY_BUFFER, bytes after
   STOP within one value (the stacked pickles in them are audited too), a second
   PROTO with a different value;
 * **unreadable**: a malformed or truncated pickle, or one that exceeds a limit
   (the analysis is incomplete, and a scanner that gives up is a classic bypass);
+  stack or memo misuse (underflow, a missing MARK, STOP with a MARK open), an
+  unhashable key or set member, item or BUILD opcodes on a value that cannot
+  take them (SETITEM on an int, ADDITEMS on a list, BUILD on an int), NEWOBJ of
+  something that is not a class, REDUCE/NEWOBJ with arguments that are not a
+  tuple, integers over the loader's size limits: all of which ``pickle.loads``
+  (or the loader) refuses;
 * **unknown**: a global that is neither allowed nor a gadget (the loader would
   make it an inert stub), a Python 2 spelling at protocol 3 or higher (which
   ``pickle`` itself does not map), a call of something that is not a global;
@@ -29,6 +40,29 @@ disagree about a name:
 
 A record's verdict is the worst of its problems, in the order safe < unknown <
 unreadable < dangerous; ``--fail-on dangerous`` fails on unreadable records too.
+
+One reading of the stream: a pickle the fast path does not take first goes
+through the loader's own pre-scan (:func:`pickle_scan.scan`, strict, then
+``check_structure``); its refusal is reported as unreadable in its own words,
+and a walk that ends somewhere other than where the pre-scan says is reported
+as a desynchronisation.  The walk still runs to the end, since ``pickle.loads``
+runs what comes before damage.  The values on the abstract stack carry their
+built-in type (and tuples their items), so the type checks and the argument
+validators see what the loader's would.  Remaining differences from the loader:
+the audit never builds values, so it cannot check what depends on them (a
+datetime's field ranges, a UUID state's keys, a Decimal string's syntax, the
+depth of containers filled after they were shared through the memo); objects
+made by calls and stubs are opaque (items and BUILD on them are not
+type-checked); MARK nesting in the walk is bounded by ``AuditLimits.max_marks``
+(container depth through the loader's ``check_structure``); a call of a data
+value (``1()``) is "unknown", not "unreadable".
+
+Stored values come in a few shapes, so :func:`audit_pickle` keeps a cache of
+*skeletons* (the opcodes with the arguments that cannot change a verdict left
+out, every argument still checked on every pickle): a skeleton whose first
+pickle the precise path above found safe, with nothing that depends on argument
+values, answers "safe" for later pickles of that skeleton; everything else takes
+the precise path every time (see "The shape cache" below).
 
 :func:`audit_path` walks files and directories and audits every stored value of
 every container shelfmigrate reads that looks like a pickle;
@@ -46,17 +80,17 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
-from ..errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, ShelfmigrateError, UsageError
+from ..errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, DecodeError, ShelfmigrateError, UsageError
 from ..options import ReadOptions
 from ..values import looks_like_pickle
-from . import safepickle
+from . import pickle_scan, safepickle
 from .safepickle import DEFAULT_ALLOWLIST, map_py2_name
 
 __all__ = [
@@ -222,6 +256,25 @@ _RULE_LIST = [
         "Source that cannot be read",
         "A file or container that could not be opened or read to the end.",
     ),
+    Rule(
+        "SM014",
+        "type-confusion",
+        Verdict.DANGEROUS,
+        "Item or state opcodes on the wrong kind of object",
+        "SETITEM(S) on a list or bytearray, APPEND(S) on a bytearray, or BUILD setting the "
+        "attributes or slots of an allowlisted instance (an OrderedDict given attributes, a "
+        "defaultdict whose default_factory is replaced): pickle.loads goes through with it, the "
+        "loader refuses it; a known type-confusion technique.",
+    ),
+    Rule(
+        "SM015",
+        "refused-argument",
+        Verdict.DANGEROUS,
+        "An allowlisted constructor called with an argument that exhausts memory or CPU",
+        "bytes(n)/bytearray(n) with a large integer, or a Decimal/Fraction from an oversized "
+        "string or integer: the loader's argument validators refuse it; pickle.loads would "
+        "allocate gigabytes or compute for minutes.",
+    ),
 ]
 #: rule id -> :class:`Rule`
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULE_LIST}
@@ -333,8 +386,8 @@ class PickleFinding:
 class AuditLimits:
     """Bounds on the symbolic walk of one pickle (hostile input must stay fast and small).
 
-    Plain data taken by the fast path keeps no stack and no memo and is matched
-    in linear time, so these bounds apply to the walk only.
+    Plain data taken by the fast path keeps no memo and is matched in linear
+    time; of these bounds only ``max_marks`` applies to it.
     """
 
     max_opcodes: int = 10_000_000
@@ -438,9 +491,102 @@ class _Made:
         self.name = name
 
 
-_OTHER: Any = object()  # any value the audit does not need to know (numbers, containers, ...)
-_LONG_TEXT: Any = object()  # a string too long to be a name
+class _Kind:
+    """A value of a known built-in type whose content the audit does not keep."""
+
+    __slots__ = ("name", "hashable")
+
+    def __init__(self, name: str, hashable: bool):
+        self.name = name
+        self.hashable = hashable
+
+
+class _Tuple:
+    """A tuple made by this pickle: its items (call arguments are checked) and hashability."""
+
+    __slots__ = ("items", "hashable")
+
+    def __init__(self, items: list[Any]):
+        self.items = items
+        self.hashable = all(_hashable(item) for item in items)
+
+
+class _BigInt:
+    """An integer too large to keep; ``bits`` is about its size."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: int):
+        self.bits = bits
+
+
+class _Text:
+    """A string too long to be a name; only its length is kept."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int):
+        self.length = length
+
+
+_OTHER: Any = object()  # a value of unknown type (a persistent object, a buffer, ...)
+_NONE = _Kind("None", True)
+_BOOL = _Kind("bool", True)
+_FLOAT = _Kind("float", True)
+_BYTES = _Kind("bytes", True)
+_BYTEARRAY = _Kind("bytearray", False)
+_LIST = _Kind("list", False)
+_DICT = _Kind("dict", False)
+_SET = _Kind("set", False)
+_FROZENSET = _Kind("frozenset", True)
+_EMPTY_TUPLE = _Tuple([])
 _MAX_NAME = 1024  # strings longer than this are not kept (no global name is that long)
+
+# The loader's limits, read from its pre-scan (pickle_scan) so both refuse the same
+# pickles (the fallbacks are the same numbers): integers over MAX_INT_BITS bits
+# (a 64 KiB LONG4 body) and text INT/LONG arguments over MAX_INT_DIGITS digits
+# (far above real data, 5000-digit Python 2 longs included; far below the
+# megabyte integers that cost seconds of CPU), strings over _MAX_VALUE bytes,
+# pickles over _MAX_PICKLE bytes, containers nested deeper than _MAX_DEPTH.
+MAX_INT_BITS: int = getattr(pickle_scan, "MAX_LONG_BYTES", 64 << 10) * 8
+MAX_INT_DIGITS: int = getattr(pickle_scan, "MAX_TEXT_DIGITS", 100_000)
+_MAX_VALUE: int = getattr(pickle_scan, "MAX_VALUE", 256 << 20)
+_MAX_PICKLE: int = getattr(pickle_scan, "MAX_PICKLE", 1 << 30)
+_MAX_DEPTH: int = getattr(pickle_scan, "MAX_DEPTH", 1000)
+# The loader's caps on Decimal/Fraction arguments (its argument validators).
+_MAX_DECIMAL_CHARS: int = getattr(safepickle, "_MAX_DECIMAL_CHARS", 10_000)
+_MAX_FRACTION_BITS: int = getattr(safepickle, "_MAX_FRACTION_BITS", 100_000)
+# bytes(n)/bytearray(n) with an int n: refused by the loader; dangerous from this size on.
+_BIG_ALLOC = 1 << 24
+
+
+def _hashable(value: Any) -> bool:
+    t = type(value)
+    return value.hashable if t is _Kind or t is _Tuple else True
+
+
+def _kind_name(value: Any) -> str | None:
+    """The built-in type of a value this pickle made, or None (a global, an object, unknown)."""
+    t = type(value)
+    if t is _Kind:
+        return value.name
+    if t is int or t is _BigInt:
+        return "int"
+    if t is str or t is _Text:
+        return "str"
+    if t is _Tuple:
+        return "tuple"
+    return None
+
+
+def _int_bits(value: Any) -> int | None:
+    t = type(value)
+    if t is int:
+        return value.bit_length()
+    if t is _BigInt:
+        return value.bits
+    return None
+
 
 # opcode byte -> (name, argument kind, size, signed, action, first protocol)
 # kinds: 0 none, 1 fixed size, 2 lines, 3 length-prefixed.
@@ -479,31 +625,27 @@ _MAX_NAME = 1024  # strings longer than this are not kept (no global name is tha
     A_PROTO,
     A_FRAME,
     A_TEXT_NUMBER,
-) = range(34)
+    A_BININT,
+) = range(35)
 
-_ACTIONS: dict[str, tuple[int, int]] = {
-    **{
-        n: (A_PUSH, 0)
-        for n in [
-            "NONE",
-            "NEWTRUE",
-            "NEWFALSE",
-            "BININT",
-            "BININT1",
-            "BININT2",
-            "LONG1",
-            "LONG4",
-            "BINFLOAT",
-            "BINBYTES",
-            "SHORT_BINBYTES",
-            "BINBYTES8",
-            "BYTEARRAY8",
-            "EMPTY_LIST",
-            "EMPTY_DICT",
-            "EMPTY_TUPLE",
-            "EMPTY_SET",
-        ]
-    },
+_ACTIONS: dict[str, tuple[int, Any]] = {
+    "NONE": (A_PUSH, _NONE),
+    "NEWTRUE": (A_PUSH, _BOOL),
+    "NEWFALSE": (A_PUSH, _BOOL),
+    "BINFLOAT": (A_PUSH, _FLOAT),
+    "BINBYTES": (A_PUSH, _BYTES),
+    "SHORT_BINBYTES": (A_PUSH, _BYTES),
+    "BINBYTES8": (A_PUSH, _BYTES),
+    "BYTEARRAY8": (A_PUSH, _BYTEARRAY),
+    "EMPTY_LIST": (A_PUSH, _LIST),
+    "EMPTY_DICT": (A_PUSH, _DICT),
+    "EMPTY_TUPLE": (A_PUSH, _EMPTY_TUPLE),
+    "EMPTY_SET": (A_PUSH, _SET),
+    "BININT": (A_BININT, True),
+    "BININT1": (A_BININT, False),
+    "BININT2": (A_BININT, False),
+    "LONG1": (A_BININT, True),
+    "LONG4": (A_BININT, True),
     "INT": (A_TEXT_NUMBER, 0),
     "LONG": (A_TEXT_NUMBER, 0),
     "FLOAT": (A_TEXT_NUMBER, 0),
@@ -522,10 +664,10 @@ _ACTIONS: dict[str, tuple[int, int]] = {
     "TUPLE1": (A_POPN_PUSH, 1),
     "TUPLE2": (A_POPN_PUSH, 2),
     "TUPLE3": (A_POPN_PUSH, 3),
-    "TUPLE": (A_MARK_PUSH, 0),
-    "LIST": (A_MARK_PUSH, 0),
-    "DICT": (A_MARK_PUSH, 0),
-    "FROZENSET": (A_MARK_PUSH, 0),
+    "TUPLE": (A_MARK_PUSH, None),
+    "LIST": (A_MARK_PUSH, _LIST),
+    "DICT": (A_MARK_PUSH, _DICT),
+    "FROZENSET": (A_MARK_PUSH, _FROZENSET),
     "APPEND": (A_APPEND, 0),
     "SETITEM": (A_SETITEM, 0),
     "APPENDS": (A_MARK_ITEMS, 0),
@@ -558,7 +700,7 @@ _ACTIONS: dict[str, tuple[int, int]] = {
 }
 
 
-def _opcode_table() -> list[tuple[str, int, int, bool, int, int, int] | None]:
+def _opcode_table() -> list[tuple[str, int, int, bool, int, Any, int] | None]:
     import pickletools
 
     prefixed = {
@@ -567,7 +709,7 @@ def _opcode_table() -> list[tuple[str, int, int, bool, int, int, int] | None]:
         pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
         pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
     }
-    table: list[tuple[str, int, int, bool, int, int, int] | None] = [None] * 256
+    table: list[tuple[str, int, int, bool, int, Any, int] | None] = [None] * 256
     for op in pickletools.opcodes:
         arg = op.arg
         if arg is None:
@@ -606,7 +748,8 @@ def _describe(value: Any) -> str:
         return f"<object made by {value.name}>"
     if type(value) is str:
         return "<string>"
-    return "<value>"
+    kind = _kind_name(value)
+    return f"<{kind}>" if kind is not None else "<value>"
 
 
 def _decode_text_string(arg: bytes) -> str | None:
@@ -720,24 +863,47 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
             rel = pos - start
 
             if action == A_PUSH:
-                stack.append(_OTHER)
+                stack.append(extra)
             elif action == A_STR_UTF8:
                 if aend - astart > _MAX_NAME:
-                    stack.append(_LONG_TEXT)
+                    stack.append(_Text(aend - astart))
                 else:
                     try:
                         stack.append(str(data[astart:aend], "utf-8", "surrogatepass"))
                     except UnicodeDecodeError:
                         problems.append(Problem("SM011", f"{name} is not valid UTF-8", rel))
-                        stack.append(_OTHER)
+                        stack.append(_Text(aend - astart))
             elif action == A_MARK:
                 if len(metastack) >= max_marks:
                     raise _Stop("SM010", f"MARKs nested deeper than {max_marks}", pos)
                 metastack.append(stack)
                 stack = []
+            elif action == A_BININT:
+                if aend - astart <= 8:
+                    stack.append(int.from_bytes(data[astart:aend], "little", signed=extra))
+                else:
+                    bits = (aend - astart) * 8
+                    if bits > MAX_INT_BITS:
+                        raise _Stop(
+                            "SM010",
+                            f"{name} integer of {aend - astart} bytes is over the "
+                            f"{MAX_INT_BITS}-bit cap",
+                            pos,
+                        )
+                    stack.append(_BigInt(bits))
             elif action == A_MARK_PUSH:
+                items = stack
                 stack = metastack.pop()
-                stack.append(_OTHER)
+                if extra is None:
+                    stack.append(_Tuple(items) if items else _EMPTY_TUPLE)
+                else:
+                    if extra is _DICT:
+                        if len(items) % 2:
+                            raise _Stop("SM011", "DICT with an odd number of items", pos)
+                        _check_keys(items[::2], name, pos)
+                    elif extra is _FROZENSET:
+                        _check_keys(items, name, pos)
+                    stack.append(extra)
             elif action == A_PUT:
                 if kind == 2:
                     text = data[astart : aend - 1]
@@ -746,6 +912,8 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                         raise _Stop("SM011", f"PUT index {bytes(text)[:20]!r} is not a number", pos)
                 else:
                     index = int.from_bytes(data[astart:aend], "little")
+                if not stack:
+                    raise IndexError
                 if index > size:
                     problems.append(
                         Problem(
@@ -759,6 +927,8 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                 if len(memo) > max_memo:
                     raise _Stop("SM010", f"more than {max_memo} memo entries", pos)
             elif action == A_MEMOIZE:
+                if not stack:
+                    raise IndexError
                 memo[len(memo)] = stack[-1]
                 if len(memo) > max_memo:
                     raise _Stop("SM010", f"more than {max_memo} memo entries", pos)
@@ -773,34 +943,44 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                     raise _Stop("SM011", f"{name} of memo entry {index}, which was never set", pos)
                 stack.append(value)
             elif action == A_MARK_ITEMS:
+                items = stack
                 stack = metastack.pop()
                 target = stack[-1]
                 if type(target) is _Global:
                     problems.append(
                         Problem("SM004", f"{name} adds items to global {target.name}", rel)
                     )
+                else:
+                    _check_items(problems, name, rel, pos, target, items)
             elif action == A_APPEND:
-                stack.pop()
+                item = stack.pop()
                 target = stack[-1]
                 if type(target) is _Global:
                     problems.append(
                         Problem("SM004", f"APPEND adds an item to global {target.name}", rel)
                     )
+                else:
+                    _check_items(problems, name, rel, pos, target, [item])
             elif action == A_SETITEM:
-                stack.pop()
-                stack.pop()
+                value = stack.pop()
+                key = stack.pop()
                 target = stack[-1]
                 if type(target) is _Global:
                     problems.append(
                         Problem("SM004", f"SETITEM sets an item of global {target.name}", rel)
                     )
+                else:
+                    _check_items(problems, name, rel, pos, target, [key, value])
             elif action == A_POPN_PUSH:
                 if len(stack) < extra:
                     raise IndexError
+                items = stack[len(stack) - extra :]
                 del stack[len(stack) - extra :]
-                stack.append(_OTHER)
+                stack.append(_Tuple(items))
             elif action == A_STOP:
                 stack.pop()
+                if metastack:
+                    raise _Stop("SM011", "STOP with a MARK still open", pos)
                 result.end = aend
                 break
             elif action == A_PROTO:
@@ -836,8 +1016,11 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                 if action == A_GLOBAL:
                     stack.append(ref)
                 else:
+                    items = stack
                     stack = metastack.pop()
                     calls.append(Call(name, rel, ref.name))
+                    if ref.name in DEFAULT_ALLOWLIST:
+                        _check_args(problems, rel, ref.name, items)
                     stack.append(_Made(ref.name))
             elif action == A_STACK_GLOBAL:
                 attr_value = stack.pop()
@@ -870,26 +1053,35 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                     ref = _Global(f"<computed {written}>", True)
                 stack.append(ref)
             elif action == A_REDUCE:
-                stack.pop()
+                args = stack.pop()
                 func = stack.pop()
-                stack.append(_call(result, name, rel, func))
+                _check_tuple(args, "REDUCE", "argument", pos)
+                stack.append(_call(result, name, rel, func, args))
             elif action == A_NEWOBJ:
-                stack.pop()
+                args = stack.pop()
                 cls = stack.pop()
-                stack.append(_call(result, name, rel, cls))
+                _check_class(cls, name, pos)
+                _check_tuple(args, name, "argument", pos)
+                stack.append(_call(result, name, rel, cls, args))
             elif action == A_NEWOBJ_EX:
-                stack.pop()
-                stack.pop()
+                kwargs = stack.pop()
+                args = stack.pop()
                 cls = stack.pop()
-                stack.append(_call(result, name, rel, cls))
+                _check_class(cls, name, pos)
+                _check_tuple(args, name, "argument", pos)
+                kind = _kind_name(kwargs)
+                if kind is not None and kind != "dict":
+                    raise _Stop("SM011", f"NEWOBJ_EX keyword arguments are {_an(kind)}", pos)
+                stack.append(_call(result, name, rel, cls, None))
             elif action == A_OBJ:
                 items = stack
                 stack = metastack.pop()
                 if not items:
                     raise _Stop("SM011", "OBJ without a class after its MARK", pos)
-                stack.append(_call(result, name, rel, items[0]))
+                _check_class(items[0], name, pos)
+                stack.append(_call(result, name, rel, items[0], _Tuple(items[1:])))
             elif action == A_BUILD:
-                stack.pop()
+                state = stack.pop()
                 target = stack[-1]
                 if type(target) is _Global:
                     builds.append(Build(rel, target.name, True))
@@ -903,6 +1095,7 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                     )
                 else:
                     builds.append(Build(rel, _describe(target), False))
+                    _check_build(problems, rel, pos, target, state)
             elif action == A_POP:
                 if stack:
                     stack.pop()
@@ -916,7 +1109,7 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                 if py2 is None:
                     py2 = True
                 if aend - astart > _MAX_NAME:
-                    stack.append(_LONG_TEXT)
+                    stack.append(_Text(aend - astart))
                 else:
                     stack.append(str(data[astart:aend], "latin-1"))
             elif action == A_STR_TEXT_PY2:
@@ -925,21 +1118,19 @@ def _walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> 
                 text = _decode_text_string(bytes(data[astart : aend - 1]))
                 if text is None:
                     problems.append(Problem("SM011", "STRING argument is not a quoted string", rel))
-                    stack.append(_OTHER)
+                    stack.append(_Text(0))
                 else:
-                    stack.append(text if len(text) <= _MAX_NAME else _LONG_TEXT)
+                    stack.append(text if len(text) <= _MAX_NAME else _Text(len(text)))
             elif action == A_STR_UNICODE:
                 try:
                     text = str(data[astart : aend - 1], "raw-unicode-escape")
                 except UnicodeDecodeError:
                     problems.append(Problem("SM011", "UNICODE argument cannot be decoded", rel))
-                    stack.append(_OTHER)
+                    stack.append(_Text(0))
                 else:
-                    stack.append(text if len(text) <= _MAX_NAME else _LONG_TEXT)
+                    stack.append(text if len(text) <= _MAX_NAME else _Text(len(text)))
             elif action == A_TEXT_NUMBER:
-                if not _text_number_ok(name, bytes(data[astart : aend - 1])):
-                    problems.append(Problem("SM011", f"{name} argument is not a number", rel))
-                stack.append(_OTHER)
+                stack.append(_text_number(name, data, astart, aend, pos, problems, rel))
             elif action in (A_PERSID, A_BINPERSID):
                 if action == A_BINPERSID:
                     stack.pop()
@@ -1000,9 +1191,11 @@ def _add_global(
     return _Global(mapped, verdict is Verdict.DANGEROUS)
 
 
-def _call(result: _Walk, opcode: str, rel: int, func: Any) -> _Made:
+def _call(result: _Walk, opcode: str, rel: int, func: Any, args: Any) -> _Made:
     if type(func) is _Global:
         callee = func.name
+        if type(args) is _Tuple and callee in DEFAULT_ALLOWLIST:
+            _check_args(result.problems, rel, callee, args.items)
     else:
         callee = _describe(func)
         result.problems.append(
@@ -1010,6 +1203,166 @@ def _call(result: _Walk, opcode: str, rel: int, func: Any) -> _Made:
         )
     result.calls.append(Call(opcode, rel, callee))
     return _Made(callee)
+
+
+# Type checks: what pickle.loads refuses (unreadable, the walk stops there) and
+# what it goes through with although the loader refuses it (type confusion).
+_ITEM_TARGET = {
+    "APPEND": "list",
+    "APPENDS": "list",
+    "SETITEM": "dict",
+    "SETITEMS": "dict",
+    "ADDITEMS": "set",
+}
+# (opcode, target type) that pickle.loads accepts by calling a method of the target
+_CONFUSED = {
+    ("APPEND", "bytearray"),
+    ("APPENDS", "bytearray"),
+    ("SETITEM", "list"),
+    ("SETITEMS", "list"),
+    ("SETITEM", "bytearray"),
+    ("SETITEMS", "bytearray"),
+}
+# Allowlisted instances whose BUILD the loader accepts (uuid.UUID's one state dict;
+# _reconstructor makes instances of other classes, stubs mostly).
+_BUILD_OK = frozenset({"uuid.UUID", "copyreg._reconstructor"})
+
+
+def _an(kind: str | None) -> str:
+    return f"an {kind}" if kind == "int" else f"a {kind}"
+
+
+def _check_keys(keys: list[Any], opcode: str, pos: int) -> None:
+    for key in keys:
+        if not _hashable(key):
+            raise _Stop("SM011", f"{opcode} with an unhashable key ({_an(_kind_name(key))})", pos)
+
+
+def _check_items(
+    problems: list[Problem], opcode: str, rel: int, pos: int, target: Any, items: list[Any]
+) -> None:
+    """APPEND(S), SETITEM(S), ADDITEMS of ``items`` to ``target`` (not a global)."""
+    setitems = opcode in ("SETITEM", "SETITEMS")
+    if setitems and len(items) % 2:
+        raise _Stop("SM011", f"{opcode} with an odd number of items", pos)
+    if not items:  # pickle does nothing at all
+        return
+    kind = _kind_name(target)
+    if kind is None:  # an object made by a call, or unknown
+        return
+    if kind == _ITEM_TARGET[opcode]:
+        if setitems:
+            _check_keys(items[::2], opcode, pos)
+        elif opcode == "ADDITEMS":
+            _check_keys(items, opcode, pos)
+        return
+    if (opcode, kind) in _CONFUSED:
+        problems.append(
+            Problem(
+                "SM014",
+                f"{opcode} on {_an(kind)}: pickle.loads goes through with it (type confusion); "
+                "the loader refuses it",
+                rel,
+            )
+        )
+        return
+    raise _Stop("SM011", f"{opcode} on {_an(kind)} (pickle.loads fails here)", pos)
+
+
+def _check_tuple(value: Any, opcode: str, what: str, pos: int) -> None:
+    kind = _kind_name(value)
+    if kind is not None and kind != "tuple":
+        raise _Stop("SM011", f"{opcode} {what} is {_an(kind)}, not a tuple", pos)
+
+
+def _check_class(value: Any, opcode: str, pos: int) -> None:
+    kind = _kind_name(value)
+    if kind is not None:
+        raise _Stop("SM011", f"{opcode} of {_an(kind)}, not a class", pos)
+
+
+def _check_build(problems: list[Problem], rel: int, pos: int, target: Any, state: Any) -> None:
+    kind = _kind_name(target)
+    if kind is not None:
+        raise _Stop("SM011", f"BUILD on {_an(kind)}, which has no state to set", pos)
+    if type(target) is _Made and target.name in DEFAULT_ALLOWLIST and target.name not in _BUILD_OK:
+        problems.append(
+            Problem(
+                "SM014",
+                f"BUILD sets the state of a {target.name} instance (attributes or slots, "
+                f"{_describe(state)}): the loader refuses it, pickle.loads sets them",
+                rel,
+            )
+        )
+
+
+def _text_length(value: Any) -> int | None:
+    t = type(value)
+    if t is str:
+        return len(value)
+    if t is _Text:
+        return value.length
+    return None
+
+
+def _check_args(problems: list[Problem], rel: int, callee: str, items: list[Any]) -> None:
+    """The loader's argument validators for allowlisted constructors, on what is known."""
+    if callee in ("builtins.bytes", "builtins.bytearray"):
+        bits = _int_bits(items[0]) if len(items) == 1 else None
+        if bits is None:
+            return
+        if bits > _BIG_ALLOC.bit_length() - 1:
+            problems.append(
+                Problem(
+                    "SM015",
+                    f"{callee} of an integer of {bits} bits: pickle.loads allocates that many "
+                    "bytes; the loader refuses an integer argument",
+                    rel,
+                )
+            )
+        else:
+            problems.append(
+                Problem("SM011", f"{callee} of an integer: the loader refuses the argument", rel)
+            )
+    elif callee in ("decimal.Decimal", "fractions.Fraction"):
+        for item in items:
+            length = _text_length(item)
+            bits = _int_bits(item)
+            if length is not None and length > _MAX_DECIMAL_CHARS:
+                what = f"a string of {length} characters (cap {_MAX_DECIMAL_CHARS})"
+            elif bits is not None and callee != "decimal.Decimal" and bits > _MAX_FRACTION_BITS:
+                what = f"an integer of {bits} bits (cap {_MAX_FRACTION_BITS})"
+            else:
+                continue
+            problems.append(
+                Problem(
+                    "SM015",
+                    f"{callee} of {what}: the loader refuses it, pickle.loads spends "
+                    "memory and CPU on it",
+                    rel,
+                )
+            )
+            return
+
+
+def _text_number(
+    name: str, data: Any, astart: int, aend: int, pos: int, problems: list[Problem], rel: int
+) -> Any:
+    """The value of a protocol-0 INT/LONG/FLOAT argument (checked; integers size-capped)."""
+    arg = bytes(data[astart : aend - 1])
+    if name != "FLOAT" and len(arg) > MAX_INT_DIGITS + 2:
+        raise _Stop("SM010", f"{name} of {len(arg)} digits is over the {MAX_INT_DIGITS} cap", pos)
+    if not _text_number_ok(name, arg):
+        problems.append(Problem("SM011", f"{name} argument is not a number", rel))
+        return _OTHER
+    if name == "FLOAT":
+        return _FLOAT
+    if name == "INT" and arg in (b"00", b"01"):
+        return _BOOL
+    core = arg[:-1] if arg[-1:] == b"L" else arg
+    if len(core) <= 18 and _DIGITS.fullmatch(core):
+        return int(core)
+    return _BigInt(len(core) * 10 // 3 + 1)
 
 
 # --------------------------------------------------------------------------
@@ -1025,11 +1378,15 @@ def _call(result: _Walk, opcode: str, rel: int, func: Any) -> _Made:
 # STOP.  Arguments are checked exactly: text opcodes must match strict forms,
 # strings must be valid UTF-8 (non-ASCII and long ones are decoded on the Python
 # side), declared lengths and FRAMEs must fit, memo indexes may not exceed the
-# size (the loader's memory-bomb rule).  Anything else, including memo GETs and
-# any damage, goes the symbolic way, which reports it.  What the fast path does
-# not check is the stack discipline: a plain-data pickle with an APPEND on an
-# empty stack is "safe" here although pickle.loads rejects it; it can still not
-# import or call anything, and the loader reports it when converting.
+# size (the loader's memory-bomb rule), integers and strings must be within the
+# loader's limits.  Then the stack discipline and types: the opcode bytes alone
+# (``_TOKENS.findall``, in C) go through :func:`_plain_ok`, a small typed stack
+# machine (underflow, MARK fences, STOP with an open MARK, APPEND(S) only on a
+# list, SETITEM(S) on a dict, ADDITEMS on a set, hashable keys and members, MARK
+# depth), and a pickle with more container opcodes than the loader's depth limit
+# is walked (the loader's own gate for its structure check).  Anything else,
+# including memo GETs and any damage, goes the symbolic way, which reports it.
+# Whatever the fast path takes, the loader's pre-scan takes too (tested).
 
 _RUN_CAP = 2000  # opcodes per match() (bounds the regex engine's backtracking stack)
 
@@ -1053,8 +1410,8 @@ _ESCAPES = rb"""\\[\\'"abfnrtv]|\\x[0-9a-fA-F]{2}|\\[0-7]{1,3}"""
 # Strict forms of the protocol-0 text arguments: whatever matches reads without
 # error; anything else (other spellings pickle may still accept) is walked.
 _TEXT_SHAPES: dict[str, bytes] = {
-    "INT": rb"[+-]?[0-9]+\n",
-    "LONG": rb"[+-]?[0-9]+L?\n",
+    "INT": rb"[+-]?[0-9]{1,%d}\n" % MAX_INT_DIGITS,
+    "LONG": rb"[+-]?[0-9]{1,%d}L?\n" % MAX_INT_DIGITS,
     "FLOAT": rb"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?\n",
     "STRING": rb"(?:'(?:[^'\\\n]|" + _ESCAPES + rb""")*'|"(?:[^"\\\n]|""" + _ESCAPES + rb')*")\n',
     "UNICODE": rb"(?:[^\\\n]|\\u[0-9a-fA-F]{4}|\\U(?:000[0-9a-fA-F]|0010)[0-9a-fA-F]{4}"
@@ -1236,8 +1593,230 @@ _COUNTED_LOOK: dict[int, tuple[int, bool, bool]] = {
 }
 
 
+def _token_pattern() -> re.Pattern[bytes]:
+    """Opcodes with their arguments, the opcode bytes in group 1.
+
+    Each match is a run of opcodes without an argument and at most one opcode
+    with one (its argument matched by a lookbehind on the opcode), so
+    ``b"".join(findall(pickle))`` gives the opcode bytes, in C.  Used on plain data
+    the run patterns have already taken; 4- and 8-byte lengths of 256 or more are
+    not matched (those pickles use :func:`_opcodes_of`).
+    """
+    import pickletools
+
+    noarg: set[int] = set()
+    shapes: dict[bytes, set[int]] = {}
+    for op in pickletools.opcodes:
+        arg = op.arg
+        if arg is None:
+            noarg.add(ord(op.code))
+            continue
+        if arg.n >= 0:
+            shape = b".{%d}" % arg.n
+        elif arg.n == pickletools.UP_TO_NEWLINE:
+            shape = b"[^\n]*\n" * (2 if arg.name == "stringnl_noescape_pair" else 1)
+        elif arg.n == pickletools.TAKEN_FROM_ARGUMENT1:
+            shape = _counted_small(1)
+        elif arg.n == pickletools.TAKEN_FROM_ARGUMENT8U:
+            shape = _counted_small(8)
+        else:
+            shape = _counted_small(4)
+        shapes.setdefault(shape, set()).add(ord(op.code))
+    # SHORT_BINUNICODE's shape first: the most common opcode with an argument.
+    alternatives = sorted(shapes.items(), key=lambda item: (0x8C not in item[1], len(item[0])))
+    args = set().union(*shapes.values())
+    source = b"|".join(
+        b"(?<=" + _escape_class(codes) + b")" + shape for shape, codes in alternatives
+    )
+    return re.compile(
+        b"(" + _escape_class(noarg) + b"*+" + _escape_class(args) + b"?)(?:" + source + b"|)",
+        re.DOTALL,
+    )
+
+
+_TOKENS = _token_pattern()
+
+
+def _opcodes_of(data: Any, start: int, end: int) -> bytes:
+    """The opcode bytes of the (already checked) pickle at ``data[start:end]``, in Python."""
+    table = _TABLE
+    out = bytearray()
+    pos = start
+    while pos < end:
+        code = data[pos]
+        out.append(code)
+        spec = table[code]
+        assert spec is not None
+        kind, n, signed = spec[1], spec[2], spec[3]
+        pos += 1
+        if kind == 1:
+            pos += n
+        elif kind == 3:
+            pos += n + int.from_bytes(data[pos : pos + n], "little", signed=signed)
+        elif kind == 2:
+            for _ in range(n):
+                pos = data.find(b"\n", pos) + 1
+    return bytes(out)
+
+
+# Opcode -> class for _plain_ok: "h" any hashable scalar, "p" a memo PUT.
+_OP_CLASSES = bytes.maketrans(
+    b"NKMJ\x8a\x8bGFILSTUVX\x8c\x8dCB\x8e\x88\x89" + b"pqr\x94",
+    b"h" * 22 + b"pppp",
+)
+# Abstract values on _plain_ok's stack: 0 hashable, anything else unhashable.
+_H, _U, _L, _D, _S, _Y = range(6)
+
+
+_PLAIN_CACHE: dict[bytes, bool] = {}
+_PLAIN_CACHE_SIZE = 4096
+_PLAIN_CACHE_OPS = 512  # opcode strings longer than this are not cached
+
+
+# Opcodes that make a container: a pickle nests at most as deep as their count
+# (the loader's nesting_bound, which gates its structure check the same way).
+_NESTING_BYTES: bytes = getattr(pickle_scan, "NESTING_BYTES", b"(]}\x8f\x85\x86\x87")
+_NOT_NESTING = bytes(c for c in range(256) if c not in _NESTING_BYTES)
+
+
+def _plain_ok(ops: bytes, max_marks: int) -> bool:
+    """Whether the plain-data opcodes ``ops`` (classed by _OP_CLASSES) run cleanly.
+
+    Memo PUTs can only fail on an empty stack or at a MARK fence: at the start,
+    after a MARK, POP or POP_MARK.  Anywhere else they are dropped before the
+    check, which halves the work at protocol 4 (a MEMOIZE after every value).
+    Records of one shape share their opcode string, so results are cached.
+    """
+    if b"p" in ops:
+        if ops[0] == 0x70 or b"(p" in ops or b"0p" in ops or b"1p" in ops:
+            return False
+        ops = ops.replace(b"p", b"")
+    if max_marks != DEFAULT_LIMITS.max_marks or len(ops) > _PLAIN_CACHE_OPS:
+        return _plain_run(ops, max_marks)
+    found = _PLAIN_CACHE.get(ops)
+    if found is None:
+        found = _plain_run(ops, max_marks)
+        if len(_PLAIN_CACHE) < _PLAIN_CACHE_SIZE:
+            _PLAIN_CACHE[ops] = found
+    return found
+
+
+def _plain_run(ops: bytes, max_marks: int) -> bool:
+    """Whether plain-data opcodes (classed by _OP_CLASSES) run cleanly in pickle.loads.
+
+    Stack discipline (underflow, MARK fences, STOP with an open MARK), the types
+    item opcodes need (APPEND(S) on a list, SETITEM(S) on a dict, ADDITEMS on a
+    set), hashable keys and members, and the MARK depth limit.  False means "walk
+    it": the symbolic walk finds and reports the damage.
+    """
+    stack: list[int] = []
+    marks: list[int] = []
+    fence = 0
+    push = stack.append
+    for op in ops:
+        if op == 0x68:  # h: a hashable scalar
+            push(_H)
+        elif op == 0x70:  # p: a memo PUT needs a value
+            if len(stack) <= fence:
+                return False
+        elif op == 0x28:  # MARK
+            if len(marks) >= max_marks:
+                return False
+            fence = len(stack)
+            marks.append(fence)
+        elif op == 0x75 or op == 0x65 or op == 0x90:  # SETITEMS, APPENDS, ADDITEMS
+            if not marks:
+                return False
+            mark = marks.pop()
+            fence = marks[-1] if marks else 0
+            if mark <= fence:
+                return False  # no target
+            items = stack[mark:]
+            if items:
+                del stack[mark:]
+                target = stack[-1]
+                if op == 0x75:
+                    if target != _D or len(items) % 2 or any(items[::2]):
+                        return False
+                elif op == 0x65:
+                    if target != _L:
+                        return False
+                elif target != _S or any(items):
+                    return False
+        elif op == 0x73:  # SETITEM
+            if len(stack) - fence < 3:
+                return False
+            stack.pop()
+            if stack.pop() or stack[-1] != _D:
+                return False
+        elif op == 0x61:  # APPEND
+            if len(stack) - fence < 2:
+                return False
+            stack.pop()
+            if stack[-1] != _L:
+                return False
+        elif op == 0x7D:  # EMPTY_DICT
+            push(_D)
+        elif op == 0x5D:  # EMPTY_LIST
+            push(_L)
+        elif op == 0x29:  # EMPTY_TUPLE
+            push(_H)
+        elif op == 0x8F:  # EMPTY_SET
+            push(_S)
+        elif op == 0x96:  # BYTEARRAY8
+            push(_Y)
+        elif 0x85 <= op <= 0x87:  # TUPLE1-3
+            n = op - 0x84
+            if len(stack) - fence < n:
+                return False
+            unhashable = any(stack[-n:])
+            del stack[-n:]
+            push(_U if unhashable else _H)
+        elif op == 0x74 or op == 0x6C or op == 0x64 or op == 0x91:  # TUPLE LIST DICT FROZENSET
+            if not marks:
+                return False
+            mark = marks.pop()
+            fence = marks[-1] if marks else 0
+            items = stack[mark:]
+            del stack[mark:]
+            if op == 0x74:
+                push(_U if any(items) else _H)
+            elif op == 0x6C:
+                push(_L)
+            elif op == 0x64:
+                if len(items) % 2 or any(items[::2]):
+                    return False
+                push(_D)
+            else:
+                if any(items):
+                    return False
+                push(_H)
+        elif op == 0x30:  # POP: the top item, or the MARK when there is none above it
+            if len(stack) > fence:
+                stack.pop()
+            elif marks:
+                marks.pop()
+                fence = marks[-1] if marks else 0
+            else:
+                return False
+        elif op == 0x31:  # POP_MARK
+            if not marks:
+                return False
+            del stack[marks.pop() :]
+            fence = marks[-1] if marks else 0
+        elif op == 0x32:  # DUP
+            if len(stack) <= fence:
+                return False
+            push(stack[-1])
+        elif op == 0x2E:  # STOP
+            return not marks and len(stack) > 0
+        else:
+            return False
+    return False
+
+
 def _fast_plain(
-    data: Any, size: int, start: int = 0, *, stream: bool = False
+    data: Any, size: int, start: int = 0, *, stream: bool = False, max_marks: int = 10_000
 ) -> PickleFinding | None:
     """The finding for a plain-data pickle at ``data[start:]``, or None (walk it).
 
@@ -1257,10 +1836,12 @@ def _fast_plain(
         kind = _FAST_P01
         pos = start
     bound = size - start  # memo indexes may not exceed the pickle's size
+    if bound > _MAX_PICKLE and not stream:
+        return None  # over the loader's size limit
     pattern = kind.pattern(bound)
     looked_at = kind.looked_at
     last = size - 1
-    py2 = p1 = False
+    py2 = p1 = long_args = False
     while True:
         match = pattern.match(data, pos)
         end = match.end()
@@ -1281,6 +1862,18 @@ def _fast_plain(
         code = data[pos]
         if code == 0x2E:
             if pos == last or stream:
+                if pos + 1 - start > _MAX_PICKLE:
+                    return None
+                if long_args:
+                    ops = _opcodes_of(data, start, pos + 1)
+                elif start or pos != last or type(data) is not bytes:
+                    ops = b"".join(_TOKENS.findall(bytes(data[start : pos + 1])))
+                else:
+                    ops = b"".join(_TOKENS.findall(data))
+                if len(ops) > _MAX_DEPTH and len(ops.translate(None, _NOT_NESTING)) > _MAX_DEPTH:
+                    return None  # might nest deeper than the loader allows: walk and check
+                if not _plain_ok(ops.translate(_OP_CLASSES, b"\x80\x95"), max_marks):
+                    return None  # stack or type damage, or too deep: the walk reports it
                 break
             return None  # bytes after STOP
         if code not in looked_at:
@@ -1294,6 +1887,12 @@ def _fast_plain(
             length = int.from_bytes(data[pos + 1 : body], "little", signed=signed)
             if length < 0 or body > size or length > size - body:
                 return None
+            if length >= 256:
+                long_args = True  # past what _TOKENS matches
+                if length > _MAX_VALUE:
+                    return None
+                if code == 0x8B and length * 8 > MAX_INT_BITS:
+                    return None
             if text:
                 try:
                     str(data[body : body + length], "utf-8", "surrogatepass")
@@ -1405,6 +2004,306 @@ def _stacked(data: Any, pos: int) -> bool:
     return _TABLE[first] is not None
 
 
+# --------------------------------------------------------------------------
+# The shape cache: records of one shape share one verdict
+#
+# A shelf holds many values of the same few shapes.  The *skeleton* of a pickle
+# is its opcode bytes with the arguments that cannot change the verdict left
+# out (numbers, strings and bytes of data, FRAME lengths), and with the ones
+# that can kept (PROTO, the names of GLOBAL, memo indexes of PUT/GET, and the
+# operand strings of STACK_GLOBAL in the forms pickle writes them).  One regex
+# ``findall`` (in C) tokenises the pickle, checks every argument it drops as
+# strictly as the plain-data fast path does (strict text forms of INT, LONG,
+# FLOAT, STRING, UNICODE; counted lengths below 256 that fit; UTF-8 strings),
+# and gives the skeleton; tokens that tile the pickle exactly up to its final
+# STOP are the proof that it tokenised as pickle reads it.
+#
+# The first pickle of a skeleton goes the precise way (:func:`_audit_full`,
+# the pre-scan, the symbolic walk, the structure check).  Its skeleton is
+# remembered as "safe" only when that verdict is safe with no problem at all,
+# no global is an allowlisted constructor whose argument *values* the loader
+# checks (bytes, bytearray, Decimal, Fraction), the loader's structure check
+# passes on it (so it passes on every pickle of the skeleton, whether the
+# pre-scan asks for it or not), and every STACK_GLOBAL operand is a string
+# whose bytes are in the skeleton (written there, or fetched from the memo
+# entry of such a string).  Everything the walk and the loader's checks look
+# at is then a function of the skeleton and of argument checks made on every
+# pickle, so a later pickle of that skeleton, memo indexes within its size,
+# gets the same verdict.  Only "safe" is ever answered from the cache: any
+# other skeleton, a token outside the forms above (EXT*, PERSID, buffers, INST,
+# OBJ, NEWOBJ_EX, a second PROTO or a FRAME past the header, computed
+# STACK_GLOBAL operands, long arguments), a non-default limit or input that is
+# not ``bytes`` goes the precise way every time.  The details (globals, calls,
+# builds, opcode count) of a cached answer are computed on first access, by
+# the precise path.
+
+_SHAPE_MAX = 1 << 16  # larger pickles are not shape-cached
+_SHAPE_CACHE_SIZE = 8192
+_SHAPE_MAX_KEY = 4096  # skeleton bytes
+_SHAPE_NOARG = b"(012N]})eusatld\x85\x86\x87\x88\x89\x8f\x90\x91\x94R\x81b"
+_SHORT_ASCII = _counted_small(1, _ASCII)
+_SG_OPERAND = b"(?:\x8c" + _SHORT_ASCII + b"\x94?|h.|j.{4})"
+# Tokens kept whole in the skeleton (opcode and argument); STACK_GLOBAL with
+# its operands first, so a string is taken as an operand whenever it is one.
+_SHAPE_KEEP = [
+    b"\x8c" + _SHORT_ASCII + b"\x94?" + _SG_OPERAND + b"\x93",
+    b"h." + _SG_OPERAND + b"\x93",
+    b"j.{4}" + _SG_OPERAND + b"\x93",
+    b"c[^\n]{1,300}\n[^\n]{1,300}\n",  # GLOBAL
+    b"[pg][0-9]{1,10}\n",  # PUT, GET
+    b"[qh].",  # BINPUT, BINGET
+    b"[rj].{4}",  # LONG_BINPUT, LONG_BINGET
+]
+# Validator callees: the loader checks their argument values, not in a skeleton.
+_VALUE_CHECKED = frozenset(
+    {"builtins.bytes", "builtins.bytearray", "decimal.Decimal", "fractions.Fraction"}
+)
+
+
+# One UTF-8 character (surrogates allowed, as ``surrogatepass`` decodes them),
+# byte by byte so a counted length can bound it: a lead byte must be followed by
+# its continuation bytes, a continuation byte must belong to a lead before it.
+_UTF8_BYTE = (
+    b"(?:[\x00-\x7f]"
+    b"|[\xc2-\xdf](?=[\x80-\xbf])"
+    b"|\xe0(?=[\xa0-\xbf][\x80-\xbf])"
+    b"|[\xe1-\xef](?=[\x80-\xbf]{2})"
+    b"|\xf0(?=[\x90-\xbf][\x80-\xbf]{2})"
+    b"|[\xf1-\xf3](?=[\x80-\xbf]{3})"
+    b"|\xf4(?=[\x80-\x8f][\x80-\xbf]{2})"
+    b"|(?:(?<=[\xc2-\xf4])|(?<=[\xe0-\xf4][\x80-\xbf])|(?<=[\xf0-\xf4][\x80-\xbf]{2}))"
+    b"[\x80-\xbf])"
+)
+# ... and a string must neither start inside a character nor end inside one.
+_UTF8_END = b"(?<![\xc2-\xf4])(?<![\xe0-\xf4].)(?<![\xf0-\xf4]..)"
+
+
+def _counted_utf8(width: int) -> bytes:
+    """Like :func:`_counted_small`, the body valid UTF-8 (with surrogates); ASCII tried first."""
+    pad = b"\x00" * (width - 1)
+    parts = [re.escape(b"\x00" + pad)]
+    for n in range(1, 256):
+        parts.append(
+            re.escape(bytes([n]) + pad)
+            + b"(?:[\x00-\x7f]{%d}|(?![\x80-\xbf])" % n
+            + _UTF8_BYTE
+            + b"{%d}" % n
+            + _UTF8_END
+            + b")"
+        )
+    return b"(?:" + b"|".join(parts) + b")"
+
+
+# _TEXT_SHAPES["STRING"] and ["UNICODE"] (the same languages), loops unrolled for speed.
+_UNICODE_ESCAPE = rb"(?:\\u[0-9a-fA-F]{4}|\\U(?:000[0-9a-fA-F]|0010)[0-9a-fA-F]{4}|\\(?![uU]))"
+_UNICODE_UNROLLED = rb"[^\\\n]*+(?:" + _UNICODE_ESCAPE + rb"[^\\\n]*+)*+\n"
+_STRING_UNROLLED = (
+    rb"(?:'[^'\\\n]*+(?:(?:" + _ESCAPES + rb")[^'\\\n]*+)*+'"
+    rb'|"[^"\\\n]*+(?:(?:' + _ESCAPES + rb')[^"\\\n]*+)*+")\n'
+)
+
+
+def _shape_pattern(stack_global: bool) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """The splitter and the run of kept tokens, with or without STACK_GLOBAL.
+
+    A match of the splitter is a run of kept tokens and the opcode of one data
+    token (group 1, kept in the skeleton), then that token's argument (dropped):
+    ``split`` gives the skeleton in pieces, with nothing between the matches
+    when the tokens tile the pickle.
+    """
+    text = _TEXT_SHAPES
+    data = [
+        (b"\x8c", _counted_utf8(1)),
+        (b"X", _counted_utf8(4)),
+        (b"K", b"."),
+        (b"G", b".{8}"),
+        (b"J", b".{4}"),
+        (b"M", b".{2}"),
+        (b"\x8aUC", _counted_small(1)),
+        (b"\x8bTB", _counted_small(4)),
+        (b"\x8d", _counted_utf8(8)),
+        (b"\x8e\x96", _counted_small(8)),
+        (b"I", text["INT"]),
+        (b"L", text["LONG"]),
+        (b"F", text["FLOAT"]),
+        (b"S", _STRING_UNROLLED),
+        (b"V", _UNICODE_UNROLLED),
+    ]
+    kept = _SHAPE_KEEP if stack_global else _SHAPE_KEEP[3:]
+    run = b"(?:" + b"|".join([_escape_class(_SHAPE_NOARG)] + kept) + b")*+"
+    codes = _escape_class(b"".join(c for c, _ in data))
+    args = b"|".join(b"(?<=" + _escape_class(c) + b")" + shape for c, shape in data)
+    return (
+        re.compile(b"(" + run + codes + b")(?:" + args + b")", re.DOTALL),
+        re.compile(run, re.DOTALL),
+    )
+
+
+_SHAPE_P4 = _shape_pattern(True)  # protocol 4 and 5: STACK_GLOBAL
+_SHAPE_P0 = _shape_pattern(False)
+_SHAPE_CACHE: dict[
+    tuple[bytes, bytes, frozenset[str]], tuple[int, int, bool | None, str, bool] | None
+] = {}
+_FIELD_NAMES = tuple(f.name for f in fields(PickleFinding))
+_DETAIL_FIELDS = ("globals", "calls", "builds", "opcodes")
+
+
+class _ShapeFinding(PickleFinding):
+    """A finding answered from the shape cache; its details are computed on first access."""
+
+    __slots__ = ("_source",)
+
+    def _details(self, name: str) -> None:
+        data, allow, no_globals = self._source
+        if no_globals and name != "opcodes":  # the skeleton has no global, call or BUILD
+            for name in ("globals", "calls", "builds"):
+                _SLOT_OF[name].__set__(self, [])
+            return
+        full = _audit_full(data, allow, DEFAULT_LIMITS)
+        for name in _DETAIL_FIELDS:
+            _SLOT_OF[name].__set__(self, getattr(full, name))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PickleFinding):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELD_NAMES)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_SLOT_OF = {name: PickleFinding.__dict__[name] for name in _DETAIL_FIELDS}
+
+
+def _detail_property(name: str) -> property:
+    slot = _SLOT_OF[name]
+
+    def get(self: _ShapeFinding) -> Any:
+        try:
+            return slot.__get__(self, PickleFinding)
+        except AttributeError:
+            self._details(name)
+            return slot.__get__(self, PickleFinding)
+
+    def put(self: _ShapeFinding, value: Any) -> None:
+        slot.__set__(self, value)
+
+    return property(get, put)
+
+
+for _name in _DETAIL_FIELDS:
+    setattr(_ShapeFinding, _name, _detail_property(_name))
+del _name
+
+
+def _operands_traced(data: bytes) -> tuple[bool, int]:
+    """Whether every STACK_GLOBAL operand is a string kept in the skeleton; the largest PUT index."""
+    import pickletools
+
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(data)]
+    names = [name for name, _ in ops]
+    operand_strings: set[int] = set()
+    fed: dict[int, int] = {}  # op index of a GET operand -> memo index
+    for k, name in enumerate(names):
+        if name != "STACK_GLOBAL":
+            continue
+        j = k - 1
+        for _ in range(2):
+            if j >= 1 and names[j] == "MEMOIZE" and names[j - 1] == "SHORT_BINUNICODE":
+                operand_strings.add(j - 1)
+                j -= 2
+            elif j >= 0 and names[j] == "SHORT_BINUNICODE":
+                operand_strings.add(j)
+                j -= 1
+            elif j >= 0 and names[j] in ("BINGET", "LONG_BINGET"):
+                fed[j] = ops[j][1]
+                j -= 1
+            else:
+                return False, 0
+    memo: dict[int, bool] = {}
+    max_put = 0
+    for k, (name, arg) in enumerate(ops):
+        if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            index = len(memo) if name == "MEMOIZE" else arg
+            if name != "MEMOIZE":
+                max_put = max(max_put, index)
+            memo[index] = (k - 1) in operand_strings
+        elif k in fed and memo.get(fed[k]) is not True:
+            return False, 0
+    return True, max_put
+
+
+def _shape_entry(
+    data: bytes, finding: PickleFinding
+) -> tuple[int, int, bool | None, str, bool] | None:
+    """What the cache keeps for a skeleton, from its first pickle's precise finding."""
+    if finding.verdict is not Verdict.SAFE or finding.problems:
+        return None
+    if any(g.mapped in _VALUE_CHECKED or g.verdict is not Verdict.SAFE for g in finding.globals):
+        return None
+    try:
+        traced, max_put = _operands_traced(data)
+        check = getattr(pickle_scan, "check_structure", None)
+        if check is None:
+            return None
+        check(data)
+    except Exception:  # noqa: BLE001 - anything odd: never cache it
+        return None
+    if not traced or finding.protocol is None:
+        return None
+    details = finding.globals or finding.calls or finding.builds
+    return max_put, finding.protocol, finding.python2, finding.reason, not details
+
+
+def _audit_shaped(data: bytes, allowed: frozenset[str]) -> PickleFinding:
+    """:func:`audit_pickle` for ``bytes`` at the default limits: the shape cache first."""
+    size = len(data)
+    if size < 3 or size > _SHAPE_MAX or data[-1] != 0x2E:
+        return _audit_full(data, allowed, DEFAULT_LIMITS)
+    # The header: PROTO, and the FRAME pickle.dumps puts after it (its length checked).
+    start = 0
+    if data[0] == 0x80:
+        if data[1] > 5:
+            return _audit_full(data, allowed, DEFAULT_LIMITS)
+        start = 2
+        if data[2] == 0x95:
+            if size < 12 or int.from_bytes(data[3:11], "little") > size - 11:
+                return _audit_full(data, allowed, DEFAULT_LIMITS)
+            start = 11
+    # (no STACK_GLOBAL token can match without a 0x93 byte: the simpler pattern then)
+    split, run = _SHAPE_P4 if start and data[1] >= 4 and 0x93 in data else _SHAPE_P0
+    pieces = split.split(data[start : size - 1])
+    # The tokens tile the pickle up to its final STOP exactly, or it is not read
+    # this way: nothing between the matches, kept tokens after the last one.
+    if any(pieces[:-1:2]) or run.fullmatch(pieces[-1]) is None:
+        return _audit_full(data, allowed, DEFAULT_LIMITS)
+    skeleton = b"".join(pieces)
+    if len(skeleton) > _SHAPE_MAX_KEY:
+        return _audit_full(data, allowed, DEFAULT_LIMITS)
+    key = (data[: start and (3 if start == 11 else 2)], skeleton, allowed)
+    try:
+        entry = _SHAPE_CACHE[key]
+    except KeyError:
+        finding = _audit_full(data, allowed, DEFAULT_LIMITS)
+        if len(_SHAPE_CACHE) < _SHAPE_CACHE_SIZE:
+            _SHAPE_CACHE[key] = _shape_entry(data, finding)
+        return finding
+    if entry is None or entry[0] > size:  # a memo index the pickle's size does not allow
+        return _audit_full(data, allowed, DEFAULT_LIMITS)
+    finding = _new_shape_finding(_ShapeFinding)
+    finding.protocol = entry[1]
+    finding.python2 = entry[2]
+    finding.problems = []
+    finding.verdict = Verdict.SAFE
+    finding.reason = entry[3]
+    finding.size = size
+    finding._source = (data, allowed, entry[4])
+    return finding
+
+
+_new_shape_finding = object.__new__
+_NO_ALLOW: frozenset[str] = frozenset()
+
+
 def audit_pickle(
     data: bytes | bytearray | memoryview,
     *,
@@ -1415,14 +2314,27 @@ def audit_pickle(
 
     Never imports or calls anything.  Bytes after the STOP opcode are a finding
     (SM008), and the stacked pickles in them are audited as well, each with its
-    own memo and protocol, as a stream reader would load them.
+    own memo and protocol, as a stream reader would load them.  ``bytes`` at the
+    default limits go through the shape cache (see above) first.
     """
+    if type(data) is memoryview:
+        data = data.tobytes()
+    if allow == ():
+        allowed = _NO_ALLOW
+    else:
+        allowed = allow if isinstance(allow, frozenset) else frozenset(allow)
+    if type(data) is bytes and (limits is DEFAULT_LIMITS or limits == DEFAULT_LIMITS):
+        return _audit_shaped(data, allowed)
+    return _audit_full(data, allowed, limits)
+
+
+def _audit_full(data: Any, allowed: frozenset[str], limits: AuditLimits) -> PickleFinding:
+    """:func:`audit_pickle` without the shape cache: the plain-data fast path, else the walk."""
     size = len(data)
-    fast = _fast_plain(data, size)
+    fast = _fast_plain(data, size, max_marks=limits.max_marks)
     if fast is not None:
         return fast
-    allowed = allow if isinstance(allow, frozenset) else frozenset(allow)
-    walks = [_walk(data, 0, limits, allowed)]
+    walks = [_checked_walk(data, 0, limits, allowed)]
     end = walks[0].end
     budget = limits.max_opcodes - walks[0].opcodes
     while end is not None and end < size:
@@ -1431,7 +2343,9 @@ def audit_pickle(
         )
         if not _stacked(data, end) or budget <= 0:
             break
-        walk = _walk(data, end, AuditLimits(budget, limits.max_memo, limits.max_marks), allowed)
+        walk = _checked_walk(
+            data, end, AuditLimits(budget, limits.max_memo, limits.max_marks), allowed
+        )
         _shift(walk, end)
         walks.append(walk)
         budget -= walk.opcodes
@@ -1439,6 +2353,61 @@ def audit_pickle(
     if size == 0:
         walks[0].problems[:] = [Problem("SM011", "empty value: not a pickle", 0)]
     return _finish(walks, data, 0, size)
+
+
+def _checked_walk(data: Any, start: int, limits: AuditLimits, allow: frozenset[str]) -> _Walk:
+    """The loader's pre-scan (:func:`pickle_scan.scan`), then the symbolic walk.
+
+    One reading of the stream: what the loader refuses before unpickling (declared
+    lengths, memo index bound, framing, unknown opcodes, truncation) is reported
+    with the pre-scan's own message, and a walk that ends somewhere else than the
+    pre-scan says is a desynchronisation, reported too.  The walk still runs to
+    the end: ``pickle.loads`` runs what comes before the damage.
+    """
+    end: int | None = None
+    refusal = None
+    structure = False
+    try:
+        if isinstance(data, (bytes, bytearray)):
+            buf, base = data, start
+        else:  # an mmap: cut the pickle out first (the pre-scan needs bytes methods)
+            stop = pickle_scan.scan_stream(data, start, start, len(data))
+            buf, base = bytes(data[start:stop]), 0
+        try:
+            # strict: the loader's own call; negative means "run check_structure too"
+            end = pickle_scan.scan(buf, base, True)
+        except TypeError:  # a pre-scan without the strict flag
+            end = pickle_scan.scan(buf, base)
+        if end < 0:
+            end, structure = -end, True
+        end += start - base
+    except DecodeError as exc:
+        refusal = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the pre-scan must never crash the audit
+        refusal = f"pre-scan failed: {type(exc).__name__}: {exc}"
+    walk = _walk(data, start, limits, allow)
+    check = getattr(pickle_scan, "check_structure", None)
+    # The loader runs its structure check when the pre-scan asks for it and on its
+    # full path (any global); the C unpickler checks the rest, as the walk does.
+    if refusal is None and end is not None and check is not None and (structure or walk.globals):
+        try:
+            check(bytes(data[start:end]))
+        except DecodeError as exc:
+            refusal = str(exc)
+        except Exception as exc:  # noqa: BLE001
+            refusal = f"structure check failed: {type(exc).__name__}: {exc}"
+    if refusal is not None:
+        walk.problems.append(Problem("SM011", f"the loader refuses it: {refusal}", None))
+    elif end is not None and walk.end is not None and walk.end != end:
+        walk.problems.append(
+            Problem(
+                "SM011",
+                f"the audit and the loader's pre-scan disagree where the pickle ends "
+                f"(offsets {walk.end - start} and {end - start})",
+                walk.end - start,
+            )
+        )
+    return walk
 
 
 def _shift(walk: _Walk, offset: int) -> None:
@@ -1470,13 +2439,13 @@ def audit_pickle_stream(
     size = len(data)
     pos = index = 0
     while pos < size:
-        fast = _fast_plain(data, size, pos, stream=True)
+        fast = _fast_plain(data, size, pos, stream=True, max_marks=limits.max_marks)
         if fast is not None:
             yield index, pos, fast
             pos += fast.size
             index += 1
             continue
-        walk = _walk(data, pos, limits, allowed)
+        walk = _checked_walk(data, pos, limits, allowed)
         if walk.end is None:
             yield index, pos, _finish([walk], data, pos, size)
             return

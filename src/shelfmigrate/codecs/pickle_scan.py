@@ -19,17 +19,34 @@ and its offset:
 It returns the offset just past STOP, so callers see trailing data and can cut
 one pickle out of a stream.
 
-Speed: this runs on every record, so the walk is a compiled bytes regex that
-matches a maximal run of opcodes in C with one ``match()`` call: opcodes without
-an argument, fixed-size arguments, text lines, and strings with a 1-byte length
-(and 4-byte lengths below 256) written as an alternation over the 256 possible
-length bytes.  The Python loop only sees the opcodes where a run stops (STOP,
-FRAME, 8-byte lengths, 4-byte lengths of 256 or more, memo indexes that need a
-look, damage) and then calls ``match`` again.  Memo indexes that cannot exceed the
-bound are matched by the regex too: one pattern per size class (a LONG_BINPUT
-with its top bytes zero, a PUT with few enough digits).  Runs are capped at
-:data:`_RUN` opcodes per ``match`` so the regex engine's backtracking stack stays
-small on huge pickles.
+Limits (every scan): a pickle over :data:`MAX_PICKLE` bytes (1 GiB) and any
+string/bytes value whose declared length or text line is over :data:`MAX_VALUE`
+(256 MiB) are refused.  A *strict* scan (``scan(data, 0, True)``, the loader's)
+also refuses:
+
+* a second PROTO with a different value (PICKLE_SECURITY.md section 5, rule 5;
+  the same value again is allowed), and NEXT_BUFFER/READONLY_BUFFER (out-of-band
+  buffers).  Both stop a regex run (PROTO at offset 0 is skipped before the
+  run), so they cost nothing on pickles without them;
+* a LONG4 body over :data:`MAX_LONG_BYTES` (64 KiB, ~158,000 digits) and a text
+  INT/LONG over :data:`MAX_TEXT_DIGITS` digits (100,000) or not plain decimal.
+  The run pattern only takes INT/LONG lines of up to 640 characters (the lowest
+  value ``sys.set_int_max_str_digits`` accepts), so a longer one is always seen
+  here; :func:`rewrite_text_ints` turns such opcodes into same-size LONG4 so the
+  loader reads a legitimate 5000-digit Python 2 long whatever the host's
+  ``int()`` digit limit (that setting is process-wide, so it is never raised).
+
+Structure (:func:`check_structure`): a Python walk of the stack effects (an
+open MARK at STOP, SETITEM(S)/APPEND(S)/ADDITEMS on the wrong kind of object,
+stack underflow, memo misses, nesting deeper than :data:`MAX_DEPTH`, 1000, by
+depth tracked when an item is built or filled).  It costs about 7 us on a
+small pickle (the whole fast load is about 2 us), so it does not run on every
+pickle: a strict scan returns ``-end`` for a BYTEARRAY8 opcode or more
+container opcodes than MAX_DEPTH (:func:`nesting_bound`, byte counts: below
+that, nothing can nest deeper), and the loader then walks the structure before
+loading for a BYTEARRAY8 or more tuple opcodes than MAX_DEPTH
+(:func:`tuple_bound`; hashing a 1,000,000-deep tuple as a dict key overflows the
+C stack, and a tuple's depth is fixed when it is built).
 """
 
 from __future__ import annotations
@@ -42,7 +59,17 @@ from typing import Any
 
 from ..errors import DecodeError
 
-__all__ = ["Incomplete", "OPCODE_NAMES", "scan", "scan_stream"]
+__all__ = [
+    "Incomplete",
+    "OPCODE_NAMES",
+    "check_structure",
+    "has_bytearray8",
+    "nesting_bound",
+    "rewrite_text_ints",
+    "scan",
+    "scan_stream",
+    "tuple_bound",
+]
 
 # opcode byte -> name, for messages (names as in pickletools).
 OPCODE_NAMES: dict[int, str] = {
@@ -121,6 +148,9 @@ OPCODE_NAMES: dict[int, str] = {
 # little-endian length and that many bytes.
 _NONE, _FIXED, _LINES, _COUNTED = 0, 1, 2, 3
 _NOARG = b"(012NRabdlst}])euoQ\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98"
+# No-argument opcodes the run pattern takes (NEXT_BUFFER and READONLY_BUFFER stop
+# a run, so that a strict scan sees them).
+_NOARG_MATCHED = _NOARG[:-2]
 _SHAPES: dict[int, tuple[int, int, bool]] = {
     **{c: (_NONE, 0, False) for c in _NOARG + b"."},
     **{c: (_FIXED, 1, False) for c in b"Khq\x80\x82"},
@@ -137,12 +167,28 @@ _SHAPES: dict[int, tuple[int, int, bool]] = {
 assert set(_SHAPES) == set(OPCODE_NAMES)
 
 _STOP = 0x2E
+_PROTO = 0x80
+_INT = 0x49
+_LONG = 0x4C
+_LONG4 = 0x8B
+_BYTEARRAY8 = 0x96
 _U64 = struct.Struct("<Q").unpack_from
 _PUT = 0x70
 _LONG_BINPUT = 0x72
 _FRAME = 0x95
 _RUN = 2000  # opcodes matched per regex call at most (bounds the engine's stack)
 _MAX_PUT_DIGITS = 19
+
+# Limits (strict scans; see "Limits" in the module docstring).
+MAX_PICKLE = 1 << 30  # bytes in one pickle
+MAX_VALUE = 256 << 20  # bytes (or characters of a text line) in one string/bytes value
+MAX_LONG_BYTES = 64 << 10  # LONG4 body
+MAX_TEXT_DIGITS = 100_000  # INT/LONG text digits
+MAX_DEPTH = 1000  # levels of nested containers
+# Text INT/LONG lines longer than this stop the regex run and are looked at in
+# Python: 640 is the smallest value sys.set_int_max_str_digits accepts, so a
+# line the regex takes is never refused by the host's int() limit.
+_SHORT_INT = 640
 
 
 def _class(chars: bytes) -> bytes:
@@ -160,12 +206,21 @@ def _counted(width: int) -> bytes:
 
 # Possessive repeats (Python 3.11+) skip the engine's backtracking bookkeeping.
 _PLUS = b"+" if sys.version_info >= (3, 11) else b""
-_NOARG_RUN = _class(_NOARG) + b"*" + _PLUS
+_NOARG_RUN = _class(_NOARG_MATCHED) + b"*" + _PLUS
 _LINE = b"[^\n]*" + _PLUS + b"\n"
 # Opcodes with an argument, most common first (the engine tries them in order).
 _STRINGS = b"\x8c" + _counted(1)  # SHORT_BINUNICODE: dict keys and most text
-_SMALL = _class(b"Khq\x80\x82") + b"."  # BININT1, BINGET, BINPUT, PROTO, EXT1
-_TEXT = _class(b"FILPSVg") + _LINE  # protocol 0 text opcodes
+_SMALL = _class(b"Khq\x82") + b"."  # BININT1, BINGET, BINPUT, EXT1 (PROTO stops a run)
+# protocol 0 text opcodes: INT/LONG lines up to _SHORT_INT bytes, others up to MAX_VALUE
+_TEXT = (
+    b"(?:"
+    + _class(b"FPSVg")
+    + b"[^\n]{0,%d}" % MAX_VALUE
+    + _PLUS
+    + b"\n|[IL][^\n]{0,%d}" % _SHORT_INT
+    + _PLUS
+    + b"\n)"
+)
 _REST = [
     _class(b"XBT\x8b") + _counted(4),
     _class(b"UC\x8a") + _counted(1),
@@ -260,20 +315,36 @@ class Incomplete(Exception):
         self.needed = needed  # the data must be at least this long to get further
 
 
-def _walk(data: Any, start: int, pos: int, cap: int | None, limit: int | None) -> int:
+def _walk(
+    data: Any,
+    start: int,
+    pos: int,
+    cap: int | None,
+    limit: int | None,
+    strict: bool = False,
+    ints: list[tuple[int, int]] | None = None,
+    seen: list[tuple[int, int]] | None = None,
+) -> int:
     """The walk behind :func:`scan` and :func:`scan_stream`; returns the end offset.
 
     ``limit`` is how long the data really is (``len(data)`` when all of it is
     here, more when a stream has bytes not read yet, None when unknown): an
     argument past ``limit`` is refused, one past ``len(data)`` but within
     ``limit`` raises :class:`Incomplete`.  ``cap`` bounds memo indexes (None: no
-    bound).
+    bound).  ``strict`` adds the loader's refusals (a second PROTO, out-of-band
+    buffers, text INT/LONG digits).  Size limits apply always.  ``ints``
+    collects ``(offset, end)`` of text INT/LONG opcodes longer than the regex
+    takes (see :func:`rewrite_text_ints`), ``seen`` those of BYTEARRAY8.
     """
     size = len(data)
     final = limit is not None and limit <= size
     match = _matcher(cap)
     while True:
         pos = match(data, pos).end()
+        if pos - start > MAX_PICKLE:
+            raise DecodeError(
+                f"pickle over a limit: more than {MAX_PICKLE} bytes in one pickle (the size limit)"
+            )
         if pos >= size:
             if not final:
                 raise Incomplete(pos, pos + 1)
@@ -292,6 +363,14 @@ def _walk(data: Any, start: int, pos: int, cap: int | None, limit: int | None) -
         kind, n, signed = shape
         name = OPCODE_NAMES[code]
         arg = end = pos + 1
+        if kind == _NONE:  # NEXT_BUFFER, READONLY_BUFFER
+            if strict:
+                raise DecodeError(
+                    f"refused pickle: {name} at offset {where}: out-of-band buffers "
+                    f"(NEXT_BUFFER/READONLY_BUFFER) are not supported"
+                )
+            pos = end
+            continue
         if kind == _LINES:
             for _ in range(n):
                 newline = data.find(b"\n", end)
@@ -310,9 +389,19 @@ def _walk(data: Any, start: int, pos: int, cap: int | None, limit: int | None) -
                         f"not a plain number ({digits[:30]!r})"
                     )
                 _check_index(name, where, int(digits), cap)
+            elif code in (_INT, _LONG):
+                if strict and end - arg > _SHORT_INT:
+                    _check_text_int(data, pos, end, where, name)
+                    if ints is not None:
+                        ints.append((pos, end))
+            elif n == 1 and end - 1 - arg > MAX_VALUE:
+                raise DecodeError(
+                    f"pickle over a limit: {name} at offset {where} has a {end - 1 - arg}-byte "
+                    f"line, more than the {MAX_VALUE}-byte limit for one value"
+                )
             pos = end
             continue
-        end = arg + n  # kind is _FIXED or _COUNTED (no-argument opcodes always match)
+        end = arg + n  # kind is _FIXED or _COUNTED
         declared = None
         if end <= size and (kind == _COUNTED or code == _FRAME):
             declared = int.from_bytes(data[arg:end], "little", signed=signed)
@@ -330,6 +419,8 @@ def _walk(data: Any, start: int, pos: int, cap: int | None, limit: int | None) -
                 )
         if end > size:
             if not final and (limit is None or end <= limit):
+                if declared is not None:
+                    _check_declared(code, name, where, declared, strict)
                 raise Incomplete(pos, end)
             if declared is not None:
                 raise DecodeError(
@@ -337,9 +428,101 @@ def _walk(data: Any, start: int, pos: int, cap: int | None, limit: int | None) -
                     f"but only {(size if limit is None else limit) - arg - n} remain"
                 )
             raise DecodeError(f"truncated pickle: the data ends inside {name} at offset {where}")
-        if code == _LONG_BINPUT and cap is not None:
+        if declared is not None:
+            _check_declared(code, name, where, declared, strict)
+            if code == _BYTEARRAY8 and seen is not None:
+                seen.append((pos, end))
+        elif code == _LONG_BINPUT and cap is not None:
             _check_index(name, where, int.from_bytes(data[arg:end], "little"), cap)
+        elif code == _PROTO and strict and pos != start:
+            first = data[start + 1] if data[start] == _PROTO else None
+            if data[arg] != first:
+                was = "no PROTO (protocol 0 or 1)" if first is None else f"protocol {first}"
+                raise DecodeError(
+                    f"refused pickle: a second PROTO at offset {where} switches from {was} "
+                    f"to protocol {data[arg]}"
+                )
         pos = end
+
+
+def _check_declared(code: int, name: str, where: int, declared: int, strict: bool) -> None:
+    if code == _LONG4:
+        if strict and declared > MAX_LONG_BYTES:
+            raise DecodeError(
+                f"pickle over a limit: LONG4 at offset {where} declares a {declared}-byte int, "
+                f"more than the {MAX_LONG_BYTES}-byte limit (too large)"
+            )
+    elif code == _FRAME:
+        if declared > MAX_PICKLE:
+            raise DecodeError(
+                f"pickle over a limit: FRAME at offset {where} declares {declared} bytes, "
+                f"more than the {MAX_PICKLE}-byte limit for one pickle"
+            )
+    elif declared > MAX_VALUE:
+        raise DecodeError(
+            f"pickle over a limit: {name} at offset {where} declares {declared} bytes, "
+            f"more than the {MAX_VALUE}-byte limit for one value"
+        )
+
+
+def _check_text_int(data: Any, pos: int, end: int, where: int, name: str) -> None:
+    """A text INT/LONG longer than the regex takes: plain digits, at most MAX_TEXT_DIGITS."""
+    text = bytes(data[pos + 1 : end - 1])
+    if text[:1] in (b"-", b"+"):
+        text = text[1:]
+    if name == "LONG" and text.endswith(b"L"):
+        text = text[:-1]
+    if not (text.isdigit() and text.isascii()):
+        raise DecodeError(
+            f"malformed pickle: {name} at offset {where} is not a plain decimal number "
+            f"({text[:30]!r}...)"
+        )
+    if len(text) > MAX_TEXT_DIGITS:
+        raise DecodeError(
+            f"pickle over a limit: {name} at offset {where} has {len(text)} digits, "
+            f"more than the {MAX_TEXT_DIGITS}-digit limit"
+        )
+
+
+def _int_from_digits(digits: bytes) -> int:
+    """``int(digits)`` for any length, without the host's int/str digit limit."""
+    if len(digits) <= 600:  # below every allowed sys.set_int_max_str_digits value
+        return int(digits)
+    low = len(digits) // 2
+    return _int_from_digits(digits[:-low]) * 10**low + _int_from_digits(digits[-low:])
+
+
+def rewrite_text_ints(data: bytes) -> bytes:
+    """``data`` with every long text INT/LONG replaced by an equal LONG4 of the same size.
+
+    The host's ``int()`` refuses more than ``sys.get_int_max_str_digits()``
+    digits (4300 by default), and that setting is process-wide, so it is not
+    raised.  Instead each INT/LONG opcode longer than 640 characters (already
+    checked by a strict :func:`scan`: plain digits, at most MAX_TEXT_DIGITS) is
+    parsed here and written back as LONG4 in place: the LONG4 body is padded
+    with sign bytes to exactly the text's length, so offsets, FRAME lengths and
+    memo bounds are unchanged, and the C unpickler reads the same stream.
+    """
+    ints: list[tuple[int, int]] = []
+    _walk(data, 0, 0, len(data), len(data), True, ints)
+    if not ints:
+        return data
+    out = bytearray(data)
+    for pos, end in ints:
+        text = bytes(data[pos + 1 : end - 1])
+        negative = text[:1] == b"-"
+        if text[:1] in (b"-", b"+"):
+            text = text[1:]
+        if data[pos] == _LONG and text.endswith(b"L"):
+            text = text[:-1]
+        value = _int_from_digits(text)
+        if negative:
+            value = -value
+        body = end - pos - 5
+        out[pos:end] = (
+            b"\x8b" + body.to_bytes(4, "little") + value.to_bytes(body, "little", signed=True)
+        )
+    return bytes(out)
 
 
 def _check_index(name: str, where: int, index: int, cap: int) -> None:
@@ -350,33 +533,63 @@ def _check_index(name: str, where: int, index: int, cap: int) -> None:
         )
 
 
-def scan(data: bytes, start: int = 0) -> int:
+def scan(
+    data: bytes, start: int = 0, strict: bool = False, seen: list[tuple[int, int]] | None = None
+) -> int:
     """Check the opcodes of the pickle at ``data[start:]``; return the offset just past STOP.
 
     Raises :class:`DecodeError` for an unknown opcode, a missing STOP, an argument
     or declared length past the end of ``data``, or a memo index larger than the
-    pickle's size (``len(data) - start``).  Bytes after STOP are not looked at.
-    ``data`` is ``bytes`` or ``bytearray``.
+    pickle's size (``len(data) - start``), and for anything over the size limits
+    (see the module docstring).  With ``strict`` (the loader), also for a second
+    PROTO with a different value, NEXT_BUFFER/READONLY_BUFFER and a text INT/LONG
+    that is not plain digits or has more than MAX_TEXT_DIGITS digits; a strict
+    scan returns ``-end`` (negative) when more checks are due: a BYTEARRAY8
+    opcode, or more container opcodes than MAX_DEPTH (:func:`nesting_bound`);
+    the loader then runs :func:`check_structure` before loading when there is
+    a BYTEARRAY8 (``seen``, a list, gets its ``(offset, end)``) or
+    :func:`tuple_bound` says so, and measures the loaded value's depth.  Bytes after STOP are not looked at.  ``data`` is
+    ``bytes`` or ``bytearray``.
     """
     # The common case in one regex call: PROTO and the FRAME that pickle.dumps
     # puts at offset 2, then one run of opcodes that stops at STOP.
     size = len(data)
     cap = size - start
+    if cap > MAX_PICKLE:
+        raise DecodeError(
+            f"pickle over a limit: {cap} bytes, more than the {MAX_PICKLE}-byte limit for one pickle"
+        )
     match = _BY_CAP[cap] if cap < _NCAP else _BY_BITS[min(cap.bit_length(), 64)]
     if match is not None:
         pos = start
-        if (
-            cap > 11
-            and data[start + 2] == _FRAME
-            and data[start] == 0x80
-            and _U64(data, start + 3)[0] <= cap - 11
-        ):
-            pos += 11
+        if cap > 2 and data[start] == _PROTO:
+            pos += 2
+            if cap > 11 and data[pos] == _FRAME and _U64(data, pos + 1)[0] <= cap - 11:
+                pos += 9
         pos = match(data, pos).end()
         if pos < size and data[pos] == _STOP:
+            if strict and cap > MAX_DEPTH and nesting_bound(data) > MAX_DEPTH:
+                return -(pos + 1)
             return pos + 1
+    else:
+        pos = start
+    if not strict:
         return _walk(data, start, pos, cap, size)
-    return _walk(data, start, start, cap, size)
+    if seen is None:
+        seen = []
+    end = _walk(data, start, pos, cap, size, True, seen=seen)
+    if seen or (cap > MAX_DEPTH and nesting_bound(data) > MAX_DEPTH):
+        return -end
+    return end
+
+
+def has_bytearray8(data: bytes) -> bool:
+    """Whether the (scanned) pickle ``data`` has a BYTEARRAY8 opcode (not just the byte)."""
+    if 0x96 not in data:
+        return False
+    seen: list[tuple[int, int]] = []
+    _walk(data, 0, 0, len(data), len(data), True, seen=seen)
+    return bool(seen)
 
 
 def scan_stream(data: Any, start: int, resume: int, limit: int | None) -> int:
@@ -389,3 +602,241 @@ def scan_stream(data: Any, start: int, resume: int, limit: int | None) -> int:
     :class:`Incomplete`, which says where to resume and how long the data must get.
     """
     return _walk(data, start, resume, None, limit)
+
+
+# --------------------------------------------------------------------------
+# Structure: what the C unpickler does not check (a Python walk, not on every pickle)
+
+# Kinds of stack items in check_structure.
+_ATOM, _LIST, _DICT, _SET, _TUPLE, _BYTEARRAY, _OBJECT = range(7)
+_KIND_NAMES = ("a scalar", "a list", "a dict", "a set", "a tuple", "a bytearray", "an object")
+# Bytes of the opcodes that make a container (each level of nesting needs one):
+# MARK (LIST/TUPLE/DICT/FROZENSET/INST/OBJ and REDUCE argument tuples),
+# EMPTY_LIST/DICT/SET, TUPLE1/2/3.
+NESTING_BYTES = b"(]}\x8f\x85\x86\x87"
+_NOT_NESTING = bytes(c for c in range(256) if c not in NESTING_BYTES)
+
+
+def tuple_bound(data: bytes) -> int:
+    """An upper bound on how many tuples ``data`` can build (so on how deep a tuple can nest).
+
+    Tuples come from EMPTY_TUPLE (empty), TUPLE1/2/3 and MARK ... TUPLE (a MARK
+    and a TUPLE byte each); the C unpickler hashes a tuple used as a dict key or
+    set item recursively, without a depth check.  Byte counts, so it over-counts.
+    """
+    return (
+        min(data.count(b"("), data.count(b"t"))
+        + data.count(b"\x85")
+        + data.count(b"\x86")
+        + data.count(b"\x87")
+    )
+
+
+def nesting_bound(data: bytes) -> int:
+    """An upper bound on the nesting depth of what ``data`` can build, from byte counts alone.
+
+    Every level of nesting is a container made by one of :data:`NESTING_BYTES`
+    (the bytes are counted anywhere, strings included, so this only over-counts).
+    """
+    return len(data.translate(None, _NOT_NESTING))
+
+
+def check_structure(data: bytes, start: int = 0, max_depth: int = MAX_DEPTH) -> int:
+    """Walk the stack effects of a scanned pickle (see :func:`_structure`); returns the GET count."""
+    try:
+        return _structure(data, start, max_depth)
+    except (IndexError, KeyError, ValueError) as exc:  # what the C unpickler refuses too
+        raise DecodeError(
+            f"malformed pickle: unpickling stack or memo error ({type(exc).__name__})"
+        ) from None
+
+
+def _structure(data: bytes, start: int, max_depth: int) -> int:
+    """Walk the stack effects of a scanned pickle; refuse what the C unpickler lets through.
+
+    ``data[start:]`` must have passed :func:`scan`.  Refuses, naming the opcode
+    and its offset: a STOP that leaves a MARK open; SETITEM(S) on anything but a
+    dict (a list would get an index assigned) or an object made by a global;
+    APPEND(S) on anything but a list or such an object (a bytearray would be
+    extended); ADDITEMS on anything but a set or such an object; and a nesting
+    depth over ``max_depth``.  Depth is tracked per item when it is built or
+    filled (``1 + `` the deepest item put in), so a tuple or frozenset, whose
+    depth is fixed when it is built, is refused before the C unpickler hashes
+    it (hashing a 100,000-deep tuple overflows the C stack).  An item filled
+    *after* it was put into another container (through the memo) does not raise
+    its parent's depth here; the caller checks the loaded value when the pickle
+    reads the memo (the returned count of GET opcodes).  Returns that count.
+    """
+    stack: list[list[int]] = []  # [kind, depth]; the same list is shared by DUP/PUT/GET
+    marks: list[int] = []
+    memo: dict[int, list[int]] = {}
+    gets = 0
+    pos = start
+    atom = [_ATOM, 0]
+    while True:
+        code = data[pos]
+        kind, n, signed = _SHAPES[code]
+        arg = pos + 1
+        if kind == _NONE:
+            end = arg
+        elif kind == _FIXED:
+            end = arg + n
+        elif kind == _LINES:
+            end = data.index(b"\n", arg) + 1
+            if n == 2:
+                end = data.index(b"\n", end) + 1
+        else:
+            end = arg + n + int.from_bytes(data[arg : arg + n], "little", signed=signed)
+        if code in _PUSH_ATOM:
+            stack.append(atom)
+            pos = end
+            continue
+        where = pos - start
+        fence = marks[-1] if marks else 0
+        if code in _MARKED and not marks:
+            raise DecodeError(
+                f"malformed pickle: {OPCODE_NAMES[code]} at offset {where} could not find MARK"
+            )
+        need = _NEEDS.get(code, 0)
+        if need and len(stack) - need < fence:
+            raise DecodeError(
+                f"malformed pickle: {OPCODE_NAMES[code]} at offset {where}: "
+                f"unpickling stack underflow"
+            )
+        if code == 0x28:  # MARK
+            marks.append(len(stack))
+        elif code == _STOP:
+            if marks:
+                raise DecodeError(
+                    f"malformed pickle: STOP at offset {where} leaves {len(marks)} MARK(s) open"
+                )
+            return gets
+        elif code in _MEMO_PUT:
+            if code == 0x94:
+                index = len(memo)
+            elif code == _PUT:
+                index = int(data[arg : end - 1])
+            else:
+                index = int.from_bytes(data[arg:end], "little")
+            memo[index] = stack[-1]
+        elif code in _MEMO_GET:
+            gets += 1
+            if code == 0x67:
+                index = int(data[arg : end - 1])
+            else:
+                index = int.from_bytes(data[arg:end], "little")
+            if index not in memo:
+                raise DecodeError(
+                    f"malformed pickle: {OPCODE_NAMES[code]} at offset {where}: "
+                    f"memo value {index} not found"
+                )
+            stack.append(memo[index])
+        elif code in _EMPTY:  # EMPTY_LIST/DICT/SET/TUPLE, BYTEARRAY8
+            stack.append([_EMPTY[code], 1])
+        elif code in _TUPLE_N:  # TUPLE1/2/3
+            k = code - 0x84
+            items = stack[-k:]
+            del stack[-k:]
+            stack.append(_made(_TUPLE, items, code, where, max_depth))
+        elif code in _FROM_MARK:  # TUPLE, LIST, DICT, FROZENSET, OBJ, INST
+            m = marks.pop()
+            items = stack[m:]
+            del stack[m:]
+            if code == 0x6F:  # OBJ: the first marked item is the class
+                if not items:
+                    raise DecodeError(
+                        f"malformed pickle: OBJ at offset {where}: unpickling stack underflow"
+                    )
+                items = items[1:]
+            stack.append(_made(_FROM_MARK[code], items, code, where, max_depth))
+        elif code in _FILL:  # APPEND(S), SETITEM(S), ADDITEMS
+            if code == 0x61 or code == 0x73:  # APPEND, SETITEM: the target is above the fence
+                k = 1 if code == 0x61 else 2
+                items = stack[-k:]
+                del stack[-k:]
+            else:
+                m = marks.pop()
+                items = stack[m:]
+                del stack[m:]
+                if not stack or len(stack) <= (marks[-1] if marks else 0):
+                    raise DecodeError(
+                        f"malformed pickle: {OPCODE_NAMES[code]} at offset {where}: "
+                        f"unpickling stack underflow"
+                    )
+            target = stack[-1]
+            wants = _FILL[code]
+            if target[0] != wants and target[0] != _OBJECT and (items or code == 0x61):
+                raise DecodeError(
+                    f"malformed pickle: {OPCODE_NAMES[code]} at offset {where} on "
+                    f"{_KIND_NAMES[target[0]]} (only {_KIND_NAMES[wants]} or an object made "
+                    f"by a global takes {OPCODE_NAMES[code]})"
+                )
+            for item in items:
+                if item[1] >= target[1]:
+                    target[1] = item[1] + 1
+            if target[1] > max_depth:
+                _too_deep(code, where, max_depth)
+        elif code in _MAKE_OBJECT:  # REDUCE, NEWOBJ, NEWOBJ_EX, STACK_GLOBAL, BINPERSID
+            k = _MAKE_OBJECT[code]
+            items = stack[-k:]
+            del stack[-k:]
+            stack.append(_made(_OBJECT, items, code, where, max_depth))
+        elif code in _PUSH_OBJECT:  # GLOBAL, INST's class is in its MARK, EXT1/2/4, PERSID
+            stack.append([_OBJECT, 0])
+        elif code == 0x62:  # BUILD
+            state = stack.pop()
+            target = stack[-1]
+            if state[1] >= target[1]:
+                target[1] = state[1] + 1
+            if target[1] > max_depth:
+                _too_deep(code, where, max_depth)
+        elif code == 0x30:  # POP (with nothing above the MARK, POP removes the MARK)
+            if len(stack) > fence:
+                stack.pop()
+            elif marks:
+                marks.pop()
+            else:
+                raise DecodeError(
+                    f"malformed pickle: POP at offset {where}: unpickling stack underflow"
+                )
+        elif code == 0x31:  # POP_MARK
+            del stack[marks.pop() :]
+        elif code == 0x32:  # DUP
+            stack.append(stack[-1])
+        # PROTO, FRAME: no stack effect (buffers were refused by the strict scan)
+        pos = end
+
+
+def _made(kind: int, items: list[list[int]], code: int, where: int, max_depth: int) -> list[int]:
+    depth = 1
+    for item in items:
+        if item[1] >= depth:
+            depth = item[1] + 1
+    if depth > max_depth:
+        _too_deep(code, where, max_depth)
+    return [kind, depth]
+
+
+def _too_deep(code: int, where: int, max_depth: int) -> None:
+    raise DecodeError(
+        f"pickle nested too deeply: {OPCODE_NAMES[code]} at offset {where} makes more than "
+        f"{max_depth} levels of containers (the depth limit)"
+    )
+
+
+_PUSH_ATOM = frozenset(b"NFIJKLMGSTUVXBC\x88\x89\x8a\x8b\x8c\x8d\x8e")
+_MEMO_PUT = frozenset(b"pqr\x94")
+_MEMO_GET = frozenset(b"ghj")
+_TUPLE_N = frozenset(b"\x85\x86\x87")
+_EMPTY = {0x5D: _LIST, 0x7D: _DICT, 0x8F: _SET, 0x29: _TUPLE, 0x96: _BYTEARRAY}
+_MARKED = frozenset(b"tld\x91oieu\x901")
+# Items an opcode needs above the innermost MARK (the C unpickler's fence).
+_NEEDS = {
+    **dict.fromkeys(b"pqr\x94\x852Q.", 1),
+    **dict.fromkeys(b"\x86Rb\x81\x93a", 2),
+    **dict.fromkeys(b"\x87\x92s", 3),
+}
+_FROM_MARK = {0x74: _TUPLE, 0x6C: _LIST, 0x64: _DICT, 0x91: _TUPLE, 0x6F: _OBJECT, 0x69: _OBJECT}
+_FILL = {0x61: _LIST, 0x65: _LIST, 0x73: _DICT, 0x75: _DICT, 0x90: _SET}
+_MAKE_OBJECT = {0x52: 2, 0x81: 2, 0x92: 3, 0x93: 2, 0x51: 1}
+_PUSH_OBJECT = frozenset(b"c\x82\x83\x84P")

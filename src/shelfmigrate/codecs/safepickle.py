@@ -74,10 +74,34 @@ the pickle's size (the C memo array grows to the largest PUT/LONG_BINPUT index).
 It returns the end of the pickle, so trailing data is refused before loading and
 a stream is cut into exact pickles.
 
-Not done here yet (the hardening issue): READONLY_BUFFER can still turn a bytes
-object into a ``memoryview``; SETITEM on a list assigns an index; APPENDS on a
-bytearray extends it; and resource limits on nesting depth, integer size (text
-LONG/INT digits) and total size are left to the C unpickler.
+Limits and structure (see :mod:`.pickle_scan`): the strict pre-scan refuses
+pickles over 1 GiB, values over 256 MiB, LONG4 over 64 KiB, text INT/LONG over
+100,000 digits, a second PROTO with a different value and out-of-band buffers
+(NEXT_BUFFER/READONLY_BUFFER).  A text INT/LONG longer than the host's ``int()``
+accepts (``sys.get_int_max_str_digits()``, process-wide, never changed here)
+makes the load fail once; the pickle is then read again with those opcodes
+rewritten as equal LONG4 of the same size (:func:`.pickle_scan.rewrite_text_ints`).
+
+:func:`.pickle_scan.check_structure` (open MARK at STOP, SETITEM(S) on a
+non-dict, APPEND(S) on a non-list such as a bytearray, ADDITEMS on a non-set,
+stack underflow, tuples nested deeper than 1000) is a Python walk of about 7 us
+on a small pickle (the whole fast load is about 2 us), so it runs, before
+loading, only when the strict pre-scan asks for it: a BYTEARRAY8 opcode (the
+only built-in besides list that APPEND(S) extends), or more tuple opcodes than
+1000 (:func:`.pickle_scan.tuple_bound`; the C unpickler hashes a tuple used as a
+key recursively, and a 1,000,000-deep one overflows the C stack).  Otherwise a
+pickle is left to the C unpickler's semantics on both paths (the same answer
+whichever path reads it): SETITEM on a list assigns an index and STOP ignores an
+open MARK (the two corpus cases still marked xfail); stand-ins and stubs refuse
+BUILD/APPEND/SETITEM on themselves as before.
+
+Nesting depth: a value needs a container opcode per level, so a pickle with at
+most 1000 of them (:func:`.pickle_scan.nesting_bound`, byte counts) cannot nest
+deeper than 1000 and costs nothing more.  Above that the loaded value is
+measured by :func:`_check_depth`: ``marshal.dumps`` for plain values (C, about
+a sixth of the load; its fixed limit is 2000 levels) and an iterative walk
+(1000 levels) for values with stubs or allowlisted objects.  The C unpickler
+itself loads deep values without recursion, so measuring after loading is safe.
 """
 
 from __future__ import annotations
@@ -92,6 +116,9 @@ import decimal
 import fractions
 import functools
 import importlib
+import itertools
+import marshal
+import operator
 import os
 import pickle
 import sys
@@ -101,7 +128,16 @@ from typing import Any, BinaryIO
 
 from ..errors import DecodeError, ShelfmigrateError, UnsafePickleError, UsageError
 from ..stubs import Stub
-from .pickle_scan import Incomplete, scan, scan_stream
+from .pickle_scan import (
+    MAX_DEPTH,
+    Incomplete,
+    check_structure,
+    nesting_bound,
+    rewrite_text_ints,
+    scan,
+    scan_stream,
+    tuple_bound,
+)
 
 __all__ = [
     "DEFAULT_ALLOWLIST",
@@ -1313,6 +1349,7 @@ _ATOMS = frozenset(
         type(NotImplemented),
     }
 )
+_IS_ATOM = _ATOMS.__contains__
 _DICTS = frozenset({dict, collections.OrderedDict, collections.Counter, collections.defaultdict})
 
 
@@ -1487,6 +1524,92 @@ class _Finisher:
                 new = fix(value)
                 if new is not value:
                     object.__setattr__(obj, field, new)
+
+
+def _check_depth(root: Any) -> None:
+    """Refuse a loaded value that nests too deeply (no recursion here).
+
+    Run only when the pickle has more container opcodes than MAX_DEPTH.  A value
+    of plain built-in types is measured by ``marshal.dumps`` (C, about a sixth
+    of the load's time; it refuses more than 2000 levels, its own fixed
+    limit, and writes shared objects once); a value marshal does not take (stubs,
+    datetimes, ...) by :func:`_walk_depth` (MAX_DEPTH levels).
+    """
+    try:
+        marshal.dumps(root)
+        return
+    except ValueError as exc:
+        if "too deeply nested" in str(exc):
+            raise DecodeError(
+                "pickle nested too deeply: more than 2000 levels of containers (the depth limit)"
+            ) from None
+    _walk_depth(root, MAX_DEPTH)
+
+
+def _walk_depth(root: Any, limit: int) -> None:
+    """Refuse a value that nests more than ``limit`` containers deep (no recursion).
+
+    The depth of a node is 1 + the deepest of its children, computed once per
+    object (while a node is on the path, it holds the deepest child seen so
+    far, which a cycle back to it reuses).
+    """
+    depth: dict[int, int] = {}
+    stack: list[tuple[Any, Iterator[Any]]] = []
+    node = root
+    while True:
+        kids = _children(node) if id(node) not in depth else None
+        if kids is not None:
+            depth[id(node)] = 0
+            stack.append((node, iter(kids)))
+            if len(stack) > limit:
+                raise DecodeError(
+                    f"pickle nested too deeply: more than {limit} levels of containers "
+                    f"(the depth limit)"
+                )
+        if not stack:
+            return
+        parent, children = stack[-1]
+        for child in children:
+            if type(child) in _ATOMS:
+                continue
+            if id(child) in depth:  # done already (shared), or on the path (a cycle)
+                if depth[id(child)] > depth[id(parent)]:
+                    depth[id(parent)] = depth[id(child)]
+                    if depth[id(parent)] + len(stack) > limit:
+                        raise DecodeError(
+                            f"pickle nested too deeply: more than {limit} levels of containers "
+                            f"(the depth limit)"
+                        )
+                continue
+            node = child
+            break
+        else:
+            stack.pop()
+            d = depth[id(parent)] + 1
+            depth[id(parent)] = d
+            if stack:
+                up = stack[-1][0]
+                if d > depth[id(up)]:
+                    depth[id(up)] = d
+            node = None
+            if not stack:
+                return
+
+
+def _children(x: Any) -> Iterable[Any] | None:
+    """The children of a container that are not atoms (filtered in C), or None for a leaf."""
+    t = type(x)
+    if t is list or t is tuple or t is set or t is frozenset:
+        return itertools.compress(x, map(operator.not_, map(_IS_ATOM, map(type, x))))
+    if isinstance(x, dict):
+        types = map(type, itertools.chain(x.keys(), x.values()))
+        both = itertools.chain(x.keys(), x.values())
+        return itertools.compress(both, map(operator.not_, map(_IS_ATOM, types)))
+    if isinstance(x, Stub):
+        return [
+            getattr(x, name, None) for name in ("args", "kwargs", "state", "listitems", "dictitems")
+        ]
+    return None
 
 
 def _no_collisions(originals: list[Any], converted: list[Any], what: str) -> list[Any]:
@@ -1665,28 +1788,64 @@ class SafeUnpickler:
         # The pre-scan (pickle_scan): every opcode, declared length and memo
         # index is checked before any byte reaches the C unpickler, and the
         # pickle's end is known, so the C loader reads exactly these opcodes.
-        end = scan(data)
+        seen: list[tuple[int, int]] = []  # BYTEARRAY8 opcodes
+        end = scan(data, 0, True, seen)
+        deep = False
         if end != len(data):
-            raise DecodeError(f"trailing data: {len(data) - end} bytes after STOP at offset {end}")
+            if end < 0 and -end == len(data):
+                # A BYTEARRAY8 or many container opcodes (see "Limits and
+                # structure" above): the structure walk before loading when it
+                # can matter, the depth of the loaded value when it can be deep.
+                if seen or tuple_bound(data) > MAX_DEPTH:
+                    check_structure(data)
+                deep = nesting_bound(data) > MAX_DEPTH
+            else:
+                end = abs(end)
+                raise DecodeError(
+                    f"trailing data: {len(data) - end} bytes after STOP at offset {end}"
+                )
         if self._try_fast:
             # The fast path (see above).  Only this call of the C loader is
             # guarded by the audit hook: it must stay in this very function.
             try:
                 if _EXT_CACHE:
                     _EXT_CACHE.clear()
-                return self._fast_loads(data)
+                value = self._fast_loads(data)
             except _GlobalInFastPath:
                 self._try_fast = False
             except UnicodeDecodeError:
                 # Most likely a non-ASCII Python 2 str: the full path need not
                 # try strict ASCII again.
-                return self._full_loads(data, ascii_failed=True)
+                return self._full_loads(data, True, deep)
             except Exception:  # anything odd: the full path decides and reports
                 pass
-        return self._full_loads(data)
+            else:
+                if deep:
+                    _check_depth(value)
+                return value
+        return self._full_loads(data, False, deep)
 
-    def _full_loads(self, data: bytes, ascii_failed: bool = False) -> Any:
-        """The C unpickler subclass, for a pickle that :func:`scan` accepted."""
+    def _full_loads(self, data: bytes, ascii_failed: bool = False, deep: bool = False) -> Any:
+        """The C unpickler subclass, for a pickle that :func:`scan` accepted.
+
+        ``deep``: the loaded value must be walked for its depth (:func:`_check_depth`).
+        """
+        try:
+            value = self._full_load(data, ascii_failed)
+        except DecodeError as exc:
+            # A text INT/LONG longer than the host's int() takes: read it again
+            # with those opcodes rewritten as LONG4 (pickle_scan.rewrite_text_ints).
+            if "integer string conversion" not in str(exc):
+                raise
+            fixed = rewrite_text_ints(data)
+            if fixed == data:
+                raise
+            value = self._full_load(fixed, ascii_failed)
+        if deep:
+            _check_depth(value)
+        return value
+
+    def _full_load(self, data: bytes, ascii_failed: bool) -> Any:
         if ascii_failed and self.py2_str == "auto":
             source, value = self._read_py2(data)
             used = True
