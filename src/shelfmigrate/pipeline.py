@@ -119,6 +119,11 @@ class ValueDecoder:
     def __call__(self, record: Record) -> None:
         if record.value is not NOT_DECODED:
             return
+        decode = self._decode
+        if decode is not None:
+            record.value = decode(record.raw)
+            record.codec = self.name
+            return
         if self._decode is None:
             if record.raw is None:  # an SQL NULL says nothing about the other values
                 record.value = None
@@ -272,7 +277,8 @@ def run(
                     fail(record, record.error)
                     continue
                 try:
-                    decoder(record)
+                    if record.value is NOT_DECODED:
+                        decoder(record)
                     batch.append(encode(record))
                 except RecordError as error:
                     fail(record, error)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import FormatError, RecordError, SourceError
-from ..records import Record, key_from_bytes
+from ..records import NOT_DECODED, Record, key_from_bytes
 from .base import Reader
 
 DIR_SUFFIX = ".dir"
@@ -191,7 +191,7 @@ class DumbReader(Reader):
             dat = _DatWindow(fd)
             plain_line = _PLAIN_LINE.fullmatch
             for lineno, line in self._lines():
-                if lineno in superseded:
+                if superseded and lineno in superseded:
                     continue
                 # The plain-line fast path runs once per record; parse_dir_line handles the rest.
                 match = plain_line(line)
@@ -212,7 +212,7 @@ class DumbReader(Reader):
                     )
                     yield Record(key, error=error)
                 else:
-                    yield Record(key, raw=raw)
+                    yield Record(key, NOT_DECODED, raw)
         except OSError as exc:
             raise SourceError(self.dat_path, exc.strerror or str(exc)) from None
         finally:

@@ -279,6 +279,7 @@ class SQLiteWriter(Writer):
         self.target = AtomicTarget(self.path, overwrite=self.options.overwrite)
         self.con: sqlite3.Connection | None = None
         self.key_declaration: str | None = None
+        self._kv_encode: Any = None  # the kv encoder, made once the key column type is known
         self._insert_sql = ""
 
     # -- set-up ---------------------------------------------------------------
@@ -321,16 +322,6 @@ class SQLiteWriter(Writer):
 
     # -- encoding ---------------------------------------------------------------
 
-    def _check_key(self, key: Any) -> None:
-        if type(key) is str and not key.isascii():
-            key_to_bytes_checked(key)  # SQLite stores text as UTF-8: a lone surrogate cannot go
-        allowed = _KEY_TYPES_FOR[self.key_declaration or "BLOB"]
-        if type(key) not in allowed:
-            raise EncodeError(
-                f"key of type {type(key).__name__} cannot go in a {self.key_declaration} key column "
-                f"without changing it (write JSON-lines to keep it)"
-            )
-
     def _pickled(self, record: Record) -> bytes:
         if (
             record.codec == "pickle"
@@ -342,16 +333,10 @@ class SQLiteWriter(Writer):
 
     def encode(self, record: Record) -> tuple[Any, ...]:
         key = record.key
+        if self._kv_encode is not None:
+            return self._kv_encode(record)
         if self.layout == "kv":
-            if self.key_declaration is None:
-                self._declare_key(key)
-            self._check_key(key)
-            text = typedjson.encode(
-                record.value, style=self.options.json_style, refs=self.options.refs
-            )
-            if self.options.duplicates == "list":
-                return (key, "[" + text + "]", text)
-            return (key, text)
+            return self._encode_kv(record)
         if self.layout == "dbm.sqlite3":
             return (key_to_bytes_checked(key), self._pickled(record))
         if not isinstance(key, (str, bytes, int)) or isinstance(key, bool):
@@ -359,6 +344,38 @@ class SQLiteWriter(Writer):
         if type(key) is str and not key.isascii():
             key_to_bytes_checked(key)
         return (key, self._pickled(record))
+
+    def _encode_kv(self, record: Record) -> tuple[Any, ...]:
+        if self._kv_encode is None:
+            if self.key_declaration is None:
+                self._declare_key(record.key)
+            self._kv_encode = self._kv_encoder()
+        return self._kv_encode(record)
+
+    def _kv_encoder(self) -> Any:
+        """The kv-layout encoder for this run, with options and key checks bound once."""
+        allowed = _KEY_TYPES_FOR[self.key_declaration or "BLOB"]
+        declaration = self.key_declaration
+        style, refs = self.options.json_style, self.options.refs
+        encode_value = typedjson.encode
+        grouped = self.options.duplicates == "list"
+
+        def encode(record: Record) -> tuple[Any, ...]:
+            key = record.key
+            kind = type(key)
+            if kind not in allowed:
+                raise EncodeError(
+                    f"key of type {kind.__name__} cannot go in a {declaration} key column "
+                    f"without changing it (write JSON-lines to keep it)"
+                )
+            if kind is str and not key.isascii():
+                key_to_bytes_checked(key)  # SQLite stores text as UTF-8: a lone surrogate cannot go
+            text = encode_value(record.value, style=style, refs=refs)
+            if grouped:
+                return (key, "[" + text + "]", text)
+            return (key, text)
+
+        return encode
 
     # -- writing ----------------------------------------------------------------
 
