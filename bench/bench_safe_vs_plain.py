@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dbm.dumb
 import os
 import pickle
-import shelve
 import sqlite3
+import sys
 import tempfile
 import time
 
@@ -46,23 +45,8 @@ import shelfmigrate.pipeline as pipeline
 import shelfmigrate.values as values
 from shelfmigrate import ReadOptions
 
-
-def make_value(i: int) -> dict:
-    return {
-        "id": i,
-        "name": f"user-{i}",
-        "tags": ["a", "b", str(i % 7)],
-        "score": i / 3,
-        "active": i % 2 == 0,
-    }
-
-
-def make_shelf(base: str, records: int) -> None:
-    """A real dbm.dumb shelf, written by the standard library."""
-    with shelve.Shelf(dbm.dumb.open(base, "n")) as shelf:
-        for i in range(records):
-            shelf[f"key-{i:08d}"] = make_value(i)
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_convert import make_shelf  # noqa: E402 - the same shelf as the main benchmark
 
 _original_make_decoder = values.make_decoder
 _plain_calls = 0
