@@ -28,6 +28,7 @@ from shelfmigrate.codecs.typedjson import (
     encode_record,
     from_jsonable,
     to_jsonable,
+    value_encoder,
 )
 from shelfmigrate.errors import DecodeError, EncodeError, UsageError
 from shelfmigrate.stubs import Stub
@@ -970,3 +971,23 @@ def test_plain_style(value, text):
 def test_plain_style_still_refuses_cycles():
     with pytest.raises(EncodeError, match="reference cycle"):
         encode(cyclic_list(), style="plain")
+
+
+@pytest.mark.parametrize("style", ["typed", "plain"])
+@pytest.mark.parametrize("refs", ["expand", "keep"])
+def test_value_encoder_writes_what_encode_writes(style, refs):
+    if style == "plain" and refs == "keep":
+        with pytest.raises(UsageError):
+            value_encoder(style=style, refs=refs)
+        return
+    shared = [1, 2]
+    values = [
+        {"id": 1, "name": "café", "tags": ["a"], "score": 1.5},
+        {"t": (1, 2), 3: b"x", "$k": float("nan")},
+        [shared, shared],
+        {"\ud800": "lone surrogate"},
+        10**5000,
+    ]
+    encode_value = value_encoder(style=style, refs=refs)
+    for value in values:
+        assert encode_value(value) == encode(value, style=style, refs=refs)

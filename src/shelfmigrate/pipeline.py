@@ -270,23 +270,23 @@ def run(
                 reader.count() if (progress or (progress is None and sys.stderr.isatty())) else None
             )
             batch: list[Any] = []
-            encode = writer.encode
-            for record in _progress(reader.records(), total, progress):
-                report.read += 1
+            append, encode = batch.append, writer.encode
+            records = _progress(reader.records(), total, progress)
+            for report.read, record in enumerate(records, 1):  # the report counts as it goes
                 if record.error is not None:
                     fail(record, record.error)
                     continue
                 try:
                     if record.value is NOT_DECODED:
                         decoder(record)
-                    batch.append(encode(record))
+                    append(encode(record))
                 except RecordError as error:
                     fail(record, error)
                     continue
                 if len(batch) >= batch_size:
                     writer.write_batch(batch)
                     report.written += len(batch)
-                    batch = []
+                    batch.clear()
             if batch:
                 writer.write_batch(batch)
                 report.written += len(batch)

@@ -1661,6 +1661,24 @@ def encode(
     return _dumps(_to_jsonable(value, style, refs, max_depth, max_nodes, max_chars))
 
 
+def value_encoder(*, style: str = "typed", refs: str = "expand") -> Callable[[Any], str]:
+    """``encode`` with its options bound once: what a writer calls for every record."""
+    _check_options(style, refs)
+    plain, keep = style == "plain", refs == "keep"
+    max_depth, max_nodes, max_chars = DEFAULT_MAX_DEPTH, DEFAULT_MAX_NODES, DEFAULT_MAX_CHARS
+    plain_tree, dumps = _plain_tree, _dumps
+
+    def encode_value(value: Any) -> str:
+        if plain_tree(value, max_depth, max_nodes, max_chars):
+            return dumps(value)
+        converter = _Converter(
+            plain=plain, keep=keep, max_depth=max_depth, max_nodes=max_nodes, max_chars=max_chars
+        )
+        return dumps(converter.convert(value))
+
+    return encode_value
+
+
 def encode_record(
     key: Any,
     value: Any,

@@ -113,6 +113,9 @@ class LevelDBWriter(Writer):
             raise UsageError("--duplicates list cannot be combined with --refs keep")
         self.target = AtomicTarget(self.path, overwrite=self.options.overwrite, is_dir=True)
         self.db: Any = None
+        self._encode_value = typedjson.value_encoder(
+            style=self.options.json_style, refs=self.options.refs
+        )
 
     def open(self) -> None:
         plyvel = import_plyvel()
@@ -130,10 +133,7 @@ class LevelDBWriter(Writer):
             raise EncodeError(str(exc)) from None
         how = self.options.encode
         if how == "json":
-            text = typedjson.encode(
-                record.value, style=self.options.json_style, refs=self.options.refs
-            )
-            return key, text.encode("utf-8")
+            return key, self._encode_value(record.value).encode("utf-8")
         if how == "pickle":
             from .sqlite import pickle_value
 

@@ -356,8 +356,9 @@ class SQLiteWriter(Writer):
         """The kv-layout encoder for this run, with options and key checks bound once."""
         allowed = _KEY_TYPES_FOR[self.key_declaration or "BLOB"]
         declaration = self.key_declaration
-        style, refs = self.options.json_style, self.options.refs
-        encode_value = typedjson.encode
+        encode_value = typedjson.value_encoder(
+            style=self.options.json_style, refs=self.options.refs
+        )
         grouped = self.options.duplicates == "list"
 
         def encode(record: Record) -> tuple[Any, ...]:
@@ -370,7 +371,7 @@ class SQLiteWriter(Writer):
                 )
             if kind is str and not key.isascii():
                 key_to_bytes_checked(key)  # SQLite stores text as UTF-8: a lone surrogate cannot go
-            text = encode_value(record.value, style=style, refs=refs)
+            text = encode_value(record.value)
             if grouped:
                 return (key, "[" + text + "]", text)
             return (key, text)
