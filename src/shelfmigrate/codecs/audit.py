@@ -78,6 +78,7 @@ import json
 import mmap
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -1593,6 +1594,11 @@ _COUNTED_LOOK: dict[int, tuple[int, bool, bool]] = {
 }
 
 
+# Possessive repeats (Python 3.11+) stop the regex engine from backtracking; on 3.10
+# plain greedy repeats match the same tokens, only slower on hostile input.
+_PLUS = b"+" if sys.version_info >= (3, 11) else b""
+
+
 def _token_pattern() -> re.Pattern[bytes]:
     """Opcodes with their arguments, the opcode bytes in group 1.
 
@@ -1629,7 +1635,14 @@ def _token_pattern() -> re.Pattern[bytes]:
         b"(?<=" + _escape_class(codes) + b")" + shape for shape, codes in alternatives
     )
     return re.compile(
-        b"(" + _escape_class(noarg) + b"*+" + _escape_class(args) + b"?)(?:" + source + b"|)",
+        b"("
+        + _escape_class(noarg)
+        + b"*"
+        + _PLUS
+        + _escape_class(args)
+        + b"?)(?:"
+        + source
+        + b"|)",
         re.DOTALL,
     )
 
@@ -2096,10 +2109,36 @@ def _counted_utf8(width: int) -> bytes:
 
 # _TEXT_SHAPES["STRING"] and ["UNICODE"] (the same languages), loops unrolled for speed.
 _UNICODE_ESCAPE = rb"(?:\\u[0-9a-fA-F]{4}|\\U(?:000[0-9a-fA-F]|0010)[0-9a-fA-F]{4}|\\(?![uU]))"
-_UNICODE_UNROLLED = rb"[^\\\n]*+(?:" + _UNICODE_ESCAPE + rb"[^\\\n]*+)*+\n"
+_UNICODE_UNROLLED = (
+    rb"[^\\\n]*"
+    + _PLUS
+    + rb"(?:"
+    + _UNICODE_ESCAPE
+    + rb"[^\\\n]*"
+    + _PLUS
+    + rb")*"
+    + _PLUS
+    + rb"\n"
+)
 _STRING_UNROLLED = (
-    rb"(?:'[^'\\\n]*+(?:(?:" + _ESCAPES + rb")[^'\\\n]*+)*+'"
-    rb'|"[^"\\\n]*+(?:(?:' + _ESCAPES + rb')[^"\\\n]*+)*+")\n'
+    rb"(?:'[^'\\\n]*"
+    + _PLUS
+    + rb"(?:(?:"
+    + _ESCAPES
+    + rb")[^'\\\n]*"
+    + _PLUS
+    + rb")*"
+    + _PLUS
+    + rb"'"
+    rb'|"[^"\\\n]*'
+    + _PLUS
+    + rb"(?:(?:"
+    + _ESCAPES
+    + rb')[^"\\\n]*'
+    + _PLUS
+    + rb")*"
+    + _PLUS
+    + rb'")\n'
 )
 
 
@@ -2130,7 +2169,7 @@ def _shape_pattern(stack_global: bool) -> tuple[re.Pattern[bytes], re.Pattern[by
         (b"V", _UNICODE_UNROLLED),
     ]
     kept = _SHAPE_KEEP if stack_global else _SHAPE_KEEP[3:]
-    run = b"(?:" + b"|".join([_escape_class(_SHAPE_NOARG)] + kept) + b")*+"
+    run = b"(?:" + b"|".join([_escape_class(_SHAPE_NOARG)] + kept) + b")*" + _PLUS
     codes = _escape_class(b"".join(c for c, _ in data))
     args = b"|".join(b"(?<=" + _escape_class(c) + b")" + shape for c, shape in data)
     return (
