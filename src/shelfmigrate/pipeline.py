@@ -119,12 +119,7 @@ class ValueDecoder:
     def __call__(self, record: Record) -> None:
         if record.value is not NOT_DECODED:
             return
-        decode = self._decode
-        if decode is not None:
-            record.value = decode(record.raw)
-            record.codec = self.name
-            return
-        if self._decode is None:
+        if self._decode is None:  # --values auto on a container of unknown values: sniff once
             if record.raw is None:  # an SQL NULL says nothing about the other values
                 record.value = None
                 return

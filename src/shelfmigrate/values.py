@@ -16,8 +16,6 @@ from .options import ReadOptions
 
 Decoder = Callable[[Any], Any]
 
-#: codecs a reader may name as its ``auto`` choice, besides the user-facing ones
-INTERNAL_CODECS = ("typedjson", "none", "sniff")
 
 _PICKLE_PROTO_BYTES = frozenset(range(2, 6))
 # First opcodes of protocol 0/1 pickles of the values shelves hold.

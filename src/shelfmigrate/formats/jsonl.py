@@ -18,7 +18,6 @@ from ._publish import AtomicTarget
 from .base import Reader, Writer
 
 GZIP_MAGIC = b"\x1f\x8b"
-EXTENSIONS = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 _GZIP_LEVEL = 6  # gzip's own default of 9 costs 2-3x the time for a few percent
 
 

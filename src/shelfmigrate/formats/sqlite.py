@@ -384,8 +384,6 @@ class SQLiteWriter(Writer):
         if not items:
             return
         assert self.con is not None
-        if self.key_declaration is None and self.layout == "kv":
-            self._declare_key(items[0][0])
         if self.options.duplicates == "list" and self.layout != "kv":
             for key, value in items:
                 self._append_pickled(key, value)
