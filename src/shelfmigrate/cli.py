@@ -46,6 +46,19 @@ SOURCE_TABLE = typer.Option(None, "--table", help="SQLite table to read.")
 KEY_COLUMN = typer.Option(None, "--key-column", help="Source SQLite column holding the key.")
 VALUE_COLUMN = typer.Option(None, "--value-column", help="Source SQLite column holding the value.")
 FROM = typer.Option(None, "--from", help="Source format (detected from content when omitted).")
+SUBDB = typer.Option(
+    None, "--subdb", help="Berkeley DB: read only this subdatabase (default: all of them)."
+)
+VERIFY_CHECKSUMS = typer.Option(
+    True,
+    "--verify-checksums/--no-verify-checksums",
+    help="Berkeley DB: check page checksums (a mismatch is an error naming the page).",
+)
+SALVAGE = typer.Option(
+    False,
+    "--salvage",
+    help="Damaged Berkeley DB file: scan it page by page instead of walking its tree (labelled in the report).",
+)
 
 
 def _fail(message: str, code: int) -> None:
@@ -81,6 +94,9 @@ def _read_options(
     key_column,
     value_column,
     marshal_python=None,
+    subdb: str | None = None,
+    verify_checksums: bool = True,
+    salvage: bool = False,
 ) -> ReadOptions:
     return ReadOptions(
         values=values,
@@ -91,6 +107,9 @@ def _read_options(
         table=table,
         key_column=key_column,
         value_column=value_column,
+        subdb=subdb,
+        verify_checksums=verify_checksums,
+        salvage=salvage,
     )
 
 
@@ -129,6 +148,9 @@ def convert(
     table: str | None = TABLE,
     key_column: str | None = KEY_COLUMN,
     value_column: str | None = VALUE_COLUMN,
+    subdb: str | None = SUBDB,
+    verify_checksums: bool = VERIFY_CHECKSUMS,
+    salvage: bool = SALVAGE,
     dest_table: str | None = typer.Option(
         None, "--dest-table", help="Destination SQLite table when it differs from --table."
     ),
@@ -170,6 +192,9 @@ def convert(
             key_column,
             value_column,
             marshal_python,
+            subdb,
+            verify_checksums,
+            salvage,
         ),
         write_options=WriteOptions(
             overwrite=overwrite,
@@ -201,11 +226,17 @@ def inspect(
     src: Path = typer.Argument(..., help="File, directory or dbm base name to describe."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     table: str | None = SOURCE_TABLE,
+    subdb: str | None = SUBDB,
+    verify_checksums: bool = VERIFY_CHECKSUMS,
+    salvage: bool = SALVAGE,
 ) -> None:
     """Say what SRC is: its format, details, record count and what its values look like."""
     from .inspector import inspect_source
 
-    info = inspect_source(src, options=ReadOptions(table=table))
+    options = ReadOptions(
+        table=table, subdb=subdb, verify_checksums=verify_checksums, salvage=salvage
+    )
+    info = inspect_source(src, options=options)
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -236,12 +267,29 @@ def verify(
     allow_file: Path | None = ALLOW_FILE,
     stubs: bool = STUBS,
     py2_str: str = PY2_STR,
+    subdb: str | None = SUBDB,
+    verify_checksums: bool = VERIFY_CHECKSUMS,
+    salvage: bool = SALVAGE,
 ) -> None:
     """Check that SRC and DST hold the same (key, value) pairs; exit 1 with the first differences."""
     from .verify import verify as run_verify
 
     result = run_verify(
-        src, dst, options=_read_options(values, allow, allow_file, stubs, py2_str, None, None, None)
+        src,
+        dst,
+        options=_read_options(
+            values,
+            allow,
+            allow_file,
+            stubs,
+            py2_str,
+            None,
+            None,
+            None,
+            subdb=subdb,
+            verify_checksums=verify_checksums,
+            salvage=salvage,
+        ),
     )
     if result.same:
         typer.echo(f"same: {result.source_records} records on both sides")
@@ -275,6 +323,8 @@ def audit(
     table: str | None = SOURCE_TABLE,
     key_column: str | None = KEY_COLUMN,
     value_column: str | None = VALUE_COLUMN,
+    subdb: str | None = SUBDB,
+    verify_checksums: bool = VERIFY_CHECKSUMS,
 ) -> None:
     """Statically audit the pickles in SRC: globals, calls and a verdict; nothing is run."""
     from .codecs import audit as audit_lib
@@ -282,7 +332,18 @@ def audit(
 
     check_choice("format", output_format, ("text", "json", "sarif"))
     check_choice("fail-on", fail_on, tuple(audit_lib.FAIL_ON))
-    options = _read_options("raw", allow, allow_file, True, "auto", table, key_column, value_column)
+    options = _read_options(
+        "raw",
+        allow,
+        allow_file,
+        True,
+        "auto",
+        table,
+        key_column,
+        value_column,
+        subdb=subdb,
+        verify_checksums=verify_checksums,
+    )
     items, summary = audit_lib.summarise(
         audit_lib.audit_paths(src, glob=glob, read_options=options, allow=options.allow)
     )

@@ -29,6 +29,12 @@ class ReadOptions:
     table: str | None = None
     key_column: str | None = None
     value_column: str | None = None
+    #: Berkeley DB: read only this subdatabase (``None``: all of them, each record naming its own)
+    subdb: str | None = None
+    #: verify page checksums where the format has them (Berkeley DB ``DB_CHKSUM``)
+    verify_checksums: bool = True
+    #: read a damaged file page by page instead of walking its structure (labelled in the report)
+    salvage: bool = False
 
 
 @dataclass
