@@ -63,5 +63,7 @@ def __getattr__(name: str) -> Any:
     if name == "verify":
         from .verify import verify
 
+        # Importing the submodule bound the name ``verify`` to the module; the function wins.
+        globals()["verify"] = verify
         return verify
     raise AttributeError(f"module 'shelfmigrate' has no attribute {name!r}")

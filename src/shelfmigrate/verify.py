@@ -32,6 +32,8 @@ def _entries(path: str | os.PathLike[str], options: ReadOptions) -> Iterator[tup
     try:
         for record in reader.records():
             key = _comparable_key(record.key)
+            if record.subdb is not None:
+                key = f"s:{record.subdb}\x00{key}"
             if record.error is not None:
                 yield key, f"<unreadable: {record.error.detail}>"
                 continue
@@ -100,6 +102,9 @@ def _examples(src, dst, options: ReadOptions, differing: dict[bytes, int]) -> li
 
 
 def _readable_key(key: str) -> str:
+    if key.startswith("s:"):
+        subdb, _, key = key[2:].partition("\x00")
+        return f"{_readable_key(key)} in subdatabase {subdb!r}"
     if key.startswith("b:"):
         raw = bytes.fromhex(key[2:])
         try:

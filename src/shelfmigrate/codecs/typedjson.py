@@ -1688,8 +1688,11 @@ def encode_record(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
     max_chars: int = DEFAULT_MAX_CHARS,
+    subdb: str | None = None,
 ) -> str:
     """Return the JSON-lines line ``{"key":K,"value":V}`` for one record (no newline).
+
+    ``subdb`` (a Berkeley DB subdatabase name) comes first as ``"subdb"`` when given.
 
     Key and value are encoded separately (nothing is shared between them), but
     with ``refs="keep"`` their ``$id`` numbers run on from the key to the value,
@@ -1721,6 +1724,8 @@ def encode_record(
             ).convert(value)
         else:
             value_json = _to_jsonable(value, style, refs, max_depth, max_nodes, max_chars)
+        if subdb is not None:
+            return _dumps({"subdb": subdb, "key": key_json, "value": value_json})
         return _dumps({"key": key_json, "value": value_json})
     except EncodeError as exc:
         raise exc.with_key(key) from None
@@ -1781,23 +1786,40 @@ def decode_record(
     max_nodes: int = DEFAULT_MAX_NODES,
 ) -> tuple[Any, Any]:
     """Return ``(key, value)`` from a JSON-lines line written by :func:`encode_record`."""
+    key, value, _ = decode_record_in_subdb(line, max_depth=max_depth, max_nodes=max_nodes)
+    return key, value
+
+
+def decode_record_in_subdb(
+    line: str | bytes,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_nodes: int = DEFAULT_MAX_NODES,
+) -> tuple[Any, Any, str | None]:
+    """Return ``(key, value, subdb)`` from a JSON-lines line; ``subdb`` is None when absent."""
     s = _as_text(line)
     obj, depth = _loads(s, 3 * max_depth + 4)
+    subdb = None
+    if type(obj) is dict and len(obj) == 3 and "subdb" in obj:
+        subdb = obj.pop("subdb")
+        if type(subdb) is not str:
+            raise DecodeError('the "subdb" member of a record must be a string')
     if type(obj) is not dict or len(obj) != 2 or "key" not in obj or "value" not in obj:
         raise DecodeError(
-            'a record must be a JSON object with exactly the members "key" and "value"'
+            'a record must be a JSON object with exactly the members "key" and "value" '
+            '(and "subdb" for a record of a subdatabase)'
         )
     if not _may_have_tags(s):
         if _too_deep(s, obj, depth, max_depth + 1):
             raise DecodeError(f"value is nested deeper than {max_depth} levels")
-        return obj["key"], obj["value"]
+        return obj["key"], obj["value"], subdb
     reviver = _Reviver(inplace=True, max_depth=max_depth, max_nodes=max_nodes)
     key = reviver.revive(obj["key"])
     try:
         value = reviver.revive(obj["value"])
     except DecodeError as exc:
         raise exc.with_key(key) from None
-    return key, value
+    return key, value, subdb
 
 
 def from_jsonable(

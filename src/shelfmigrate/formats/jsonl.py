@@ -1,4 +1,7 @@
-"""JSON-lines: ``{"key": K, "value": V}`` per line in typed JSON, optionally gzip-compressed."""
+"""JSON-lines: ``{"key": K, "value": V}`` per line in typed JSON, optionally gzip-compressed.
+
+Records of a Berkeley DB subdatabase carry its name first: ``{"subdb": S, "key": K, "value": V}``.
+"""
 
 from __future__ import annotations
 
@@ -55,11 +58,11 @@ class JsonLinesReader(Reader):
     def _record(self, line: str, lineno: int) -> Record:
         raw = line.rstrip("\n").encode("utf-8")
         try:
-            key, value = typedjson.decode_record(line)
+            key, value, subdb = typedjson.decode_record_in_subdb(line)
         except DecodeError as exc:
             key = exc.key
             return Record(key, raw=raw, error=DecodeError(f"line {lineno}: {exc.detail}"))
-        return Record(key, value=value, raw=raw)
+        return Record(key, value=value, raw=raw, subdb=subdb)
 
     def details(self) -> dict[str, Any]:
         with open(self.path, "rb") as probe:
@@ -96,7 +99,9 @@ class JsonLinesWriter(Writer):
 
     def encode(self, record: Record) -> str:
         return (
-            typedjson.encode_record(record.key, record.value, style=self._style, refs=self._refs)
+            typedjson.encode_record(
+                record.key, record.value, style=self._style, refs=self._refs, subdb=record.subdb
+            )
             + "\n"
         )
 

@@ -127,6 +127,11 @@ class LevelDBWriter(Writer):
             raise DestinationError(self.path, f"cannot create LevelDB output: {exc}") from None
 
     def encode(self, record: Record) -> tuple[bytes, bytes]:
+        if record.subdb is not None:
+            raise UsageError(
+                "the source has subdatabases and a LevelDB holds one key space: choose one with "
+                "--subdb NAME (one run per subdatabase), or write SQLite (a subdb column) or JSON-lines"
+            )
         try:
             key = key_to_bytes(record.key)
         except TypeError as exc:

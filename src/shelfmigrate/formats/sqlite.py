@@ -107,8 +107,8 @@ def classify_table(con: sqlite3.Connection, table: str) -> str:
         return "sqlitedict"
     if (
         table == KV_TABLE
-        and [name for name, _ in shape] == ["key", "value"]
-        and shape[1][1] == "TEXT"
+        and [name for name, _ in shape] in (["key", "value"], ["subdb", "key", "value"])
+        and shape[-1][1] == "TEXT"
     ):
         return "kv"
     if shape == [("key", "TEXT"), ("value", "TEXT")]:
@@ -138,6 +138,7 @@ class SQLiteReader(Reader):
         super().__init__(path, options)
         self.database = ReadOnlyDatabase(self.path)
         self.con = self.database.con
+        self.subdb_column = False
         try:
             self.table = self._choose_table(user_tables(self.con))
             self.layout = classify_table(self.con, self.table)
@@ -182,6 +183,7 @@ class SQLiteReader(Reader):
         if self.layout != "table" and opts.key_column is None and opts.value_column is None:
             self.key_sql, self.value_columns = quote_name("key"), ["value"]
             self.values_are_decoded = False
+            self.subdb_column = self.layout == "kv" and names[0] == "subdb"
             return
         if opts.key_column is not None:
             key_name = opts.key_column
@@ -202,6 +204,9 @@ class SQLiteReader(Reader):
             self.layout = "table"
 
     def records(self) -> Iterator[Record]:
+        if self.subdb_column:
+            yield from self._records_by_subdb()
+            return
         columns = ", ".join(quote_name(name) for name in self.value_columns)
         sql = f"SELECT {self.key_sql}, {columns} FROM {quote_name(self.table)}"
         try:
@@ -221,6 +226,21 @@ class SQLiteReader(Reader):
                     if blob_keys and isinstance(key, bytes):
                         key = key_from_bytes(key)
                     yield Record(key, raw=value)
+        except SQLITE_READ_ERRORS as exc:
+            raise FormatError(
+                self.path, f"error while reading table {self.table!r}: {exc}"
+            ) from None
+
+    def _records_by_subdb(self) -> Iterator[Record]:
+        """Our kv layout written from a file with subdatabases: ``records(subdb, key, value)``."""
+        sql = f"SELECT key, value, subdb FROM {quote_name(self.table)}"
+        params: tuple[str, ...] = ()
+        if self.options.subdb is not None:
+            sql += " WHERE subdb = ?"
+            params = (self.options.subdb,)
+        try:
+            for key, value, subdb in self.con.execute(sql, params):
+                yield Record(key, raw=value, subdb=None if params else subdb)
         except SQLITE_READ_ERRORS as exc:
             raise FormatError(
                 self.path, f"error while reading table {self.table!r}: {exc}"
@@ -281,6 +301,8 @@ class SQLiteWriter(Writer):
         self.key_declaration: str | None = None
         self._kv_encode: Any = None  # the kv encoder, made once the key column type is known
         self._insert_sql = ""
+        #: kv rows carry the Berkeley DB subdatabase name (decided by the first record)
+        self.by_subdb = False
 
     # -- set-up ---------------------------------------------------------------
 
@@ -308,15 +330,26 @@ class SQLiteWriter(Writer):
     def _insert_statement(self) -> str:
         table = quote_name(self.table)
         verb = "INSERT OR REPLACE" if self.options.duplicates == "last" else "INSERT"
+        columns, marks, conflict = "key, value", "?, ?", "key"
+        if self.by_subdb:
+            columns, marks, conflict = "subdb, key, value", "?, ?, ?", "subdb, key"
         if self.options.duplicates == "list" and self.layout == "kv":
             return (
-                f"INSERT INTO {table} (key, value) VALUES (?, ?) "
-                f"ON CONFLICT(key) DO UPDATE SET value = json_insert(value, '$[#]', json(?))"
+                f"INSERT INTO {table} ({columns}) VALUES ({marks}) "
+                f"ON CONFLICT({conflict}) DO UPDATE SET value = json_insert(value, '$[#]', json(?))"
             )
-        return f"{verb} INTO {table} (key, value) VALUES (?, ?)"
+        return f"{verb} INTO {table} ({columns}) VALUES ({marks})"
 
-    def _declare_key(self, key: Any) -> None:
-        declaration = _KEY_DECLARATIONS.get(type(key), "TEXT")
+    def _declare_key(self, record: Record) -> None:
+        if record.subdb is not None:
+            # Subdatabases may key by text, bytes or record number: a BLOB column keeps each as is.
+            self.by_subdb = True
+            self.key_declaration = "BLOB"
+            self._create(
+                "subdb TEXT NOT NULL, key BLOB NOT NULL, value TEXT, PRIMARY KEY (subdb, key)"
+            )
+            return
+        declaration = _KEY_DECLARATIONS.get(type(record.key), "TEXT")
         self.key_declaration = declaration
         self._create(f"key {declaration} PRIMARY KEY, value TEXT")
 
@@ -337,6 +370,11 @@ class SQLiteWriter(Writer):
             return self._kv_encode(record)
         if self.layout == "kv":
             return self._encode_kv(record)
+        if record.subdb is not None:
+            raise UsageError(
+                f"the source has subdatabases and --layout {self.layout} holds one database: "
+                "choose one with --subdb NAME, or use --layout kv (a subdb column) or JSON-lines"
+            )
         if self.layout == "dbm.sqlite3":
             return (key_to_bytes_checked(key), self._pickled(record))
         if not isinstance(key, (str, bytes, int)) or isinstance(key, bool):
@@ -348,7 +386,7 @@ class SQLiteWriter(Writer):
     def _encode_kv(self, record: Record) -> tuple[Any, ...]:
         if self._kv_encode is None:
             if self.key_declaration is None:
-                self._declare_key(record.key)
+                self._declare_key(record)
             self._kv_encode = self._kv_encoder()
         return self._kv_encode(record)
 
@@ -360,10 +398,15 @@ class SQLiteWriter(Writer):
             style=self.options.json_style, refs=self.options.refs
         )
         grouped = self.options.duplicates == "list"
+        by_subdb = self.by_subdb
 
         def encode(record: Record) -> tuple[Any, ...]:
             key = record.key
             kind = type(key)
+            if (record.subdb is not None) is not by_subdb:
+                raise EncodeError(
+                    "records with and without a subdatabase name cannot share one table"
+                )
             if kind not in allowed:
                 raise EncodeError(
                     f"key of type {kind.__name__} cannot go in a {declaration} key column "
@@ -372,6 +415,10 @@ class SQLiteWriter(Writer):
             if kind is str and not key.isascii():
                 key_to_bytes_checked(key)  # SQLite stores text as UTF-8: a lone surrogate cannot go
             text = encode_value(record.value)
+            if by_subdb:
+                if grouped:
+                    return (record.subdb, key, "[" + text + "]", text)
+                return (record.subdb, key, text)
             if grouped:
                 return (key, "[" + text + "]", text)
             return (key, text)
@@ -416,17 +463,18 @@ class SQLiteWriter(Writer):
         assert self.con is not None
         seen: set[Any] = set()
         table = quote_name(self.table)
-        duplicate = items[0][0]
+        where, width = ("subdb = ? AND key = ?", 2) if self.by_subdb else ("key = ?", 1)
+        duplicate = items[0][:width]
         for item in items:
-            key = item[0]
-            exists = self.con.execute(f"SELECT 1 FROM {table} WHERE key = ?", (key,)).fetchone()
+            key = item[:width]
+            exists = self.con.execute(f"SELECT 1 FROM {table} WHERE {where}", key).fetchone()
             if key in seen or exists:
                 duplicate = key
                 break
             seen.add(key)
         return DuplicateKeyError(
             self.path,
-            f"the source has key {duplicate!r} more than once; choose --duplicates list "
+            f"the source has key {_shown_key(duplicate)} more than once; choose --duplicates list "
             f"(keep every value in a list) or --duplicates last (keep the last value)",
         )
 
@@ -453,6 +501,12 @@ class SQLiteWriter(Writer):
             "layout": self.layout,
             "table": self.table,
         }
+
+
+def _shown_key(key: tuple[Any, ...]) -> str:
+    if len(key) == 2:
+        return f"{key[1]!r} in subdatabase {key[0]!r}"
+    return repr(key[0])
 
 
 def pickle_value(value: Any) -> bytes:
