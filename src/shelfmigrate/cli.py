@@ -247,6 +247,16 @@ def inspect(
         typer.echo(f"  {info['note']}")
     if info.get("records") is not None:
         typer.echo(f"  records: {info['records']}")
+    source = info.get("source") or {}
+    subdatabases = source.get("subdatabases")
+    if isinstance(subdatabases, list) and subdatabases:
+        typer.echo(f"  subdatabases ({len(subdatabases)}; choose one with --subdb NAME):")
+        for sub in subdatabases:
+            name = sub.get("name") if isinstance(sub, dict) else sub
+            kind = sub.get("access_method") if isinstance(sub, dict) else None
+            typer.echo(f"    {name}" + (f" ({kind})" if kind else ""))
+    for warning in source.get("warnings") or info["details"].get("warnings") or ():
+        typer.echo(f"  warning: {warning}")
     if "values" in info:
         typer.echo(f"  values: {info['values']}")
     sample = info.get("sample")
