@@ -87,3 +87,16 @@ def test_a_gadget_cannot_be_allowed(tmp_path):
     assert "system" in result.output
     assert not canary.exists()
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_allowed_class_without_a_tag_is_written_in_the_class_form(tmp_path):
+    pkl = tmp_path / "v.pkl"
+    pkl.write_bytes(pickle.dumps(deque([1, (2, 3)], maxlen=3)))
+    out = tmp_path / "allowed.jsonl"
+    result = runner.invoke(app, ["convert", str(pkl), str(out), "--allow", "collections.deque"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["value"] == {
+        "$class": "collections.deque",
+        "$args": [{"$tuple": []}, 3],
+        "$listitems": [1, {"$tuple": [2, 3]}],
+    }

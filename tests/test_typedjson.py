@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import enum
 import json
 import math
 import sys
+import threading
 import time
 from collections import Counter, OrderedDict, defaultdict
 from datetime import date, datetime, timedelta, timezone, tzinfo
@@ -310,18 +312,52 @@ class Color(enum.IntEnum):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (object(), "cannot encode a value of type object"),
-        (MyDict(a=1), "MyDict: it is a subclass of dict"),
-        (Color.RED, "Color: it is a subclass of int"),
-        ([1, {"x": (2, object())}], "value of type object"),
+        (threading.Lock(), "cannot encode a value of type _thread.lock"),
+        ([1, {"x": (2, threading.Lock())}], "value of type _thread.lock"),
+        (iter([1]), "cannot encode a value of type list_iterator"),
         (int, "the class int"),
         ({"k": 1j.__class__}, "the class complex"),
     ],
-    ids=["object", "dict-subclass", "IntEnum", "nested", "class", "class-in-dict"],
+    ids=["lock", "nested", "reduced-through-a-function", "class", "class-in-dict"],
 )
 def test_unsupported_values_are_refused_naming_the_type(value, message):
     with pytest.raises(EncodeError, match=message):
         encode(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (MyDict(a=1), {"$class": f"{__name__}.MyDict", "$dictitems": [["a", 1]]}),
+        (Color.RED, {"$class": f"{__name__}.Color", "$args": [1]}),
+        (
+            collections.deque([1, (2, 3)], maxlen=4),
+            {
+                "$class": "collections.deque",
+                "$args": [{"$tuple": []}, 4],
+                "$listitems": [1, {"$tuple": [2, 3]}],
+            },
+        ),
+        (object(), {"$class": "builtins.object"}),
+    ],
+    ids=["dict-subclass", "IntEnum", "deque", "object"],
+)
+def test_allowed_classes_without_a_tag_use_the_class_form(value, expected):
+    # DESIGN.md: "Allowed classes that have no tag of their own ... use the same form".
+    assert json.loads(encode(value)) == expected
+    assert json.loads(encode([value, value], refs="keep"))[1] == {"$ref": 1}
+
+
+def test_a_self_containing_reduced_object_is_a_cycle_not_a_hang():
+    looped = collections.deque([1])
+    looped.append(looped)
+    with pytest.raises(EncodeError, match="reference cycle"):
+        encode(looped)
+    assert json.loads(encode(looped, refs="keep")) == {
+        "$class": "collections.deque",
+        "$listitems": [1, {"$ref": 1}],
+        "$id": 1,
+    }
 
 
 def test_whitespace_around_the_text_is_fine():
@@ -837,7 +873,7 @@ def test_decode_record_needs_key_and_value():
 
 def test_an_encode_error_names_the_record_key():
     with pytest.raises(EncodeError) as excinfo:
-        encode_record("user:7", object())
+        encode_record("user:7", threading.Lock())
     assert excinfo.value.key == "user:7"
     assert str(excinfo.value).startswith("record 'user:7': cannot encode")
 

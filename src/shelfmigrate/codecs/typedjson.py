@@ -44,9 +44,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copyreg
 import datetime as _dt
 import decimal
 import fractions
+import itertools
 import json
 import json.decoder
 import json.encoder
@@ -616,6 +618,77 @@ _SUBCLASSABLE = (
 )
 
 
+#: the types ``_leaf`` writes; anything else that is not a container goes through ``__reduce_ex__``
+_LEAVES = frozenset(
+    {
+        type(None),
+        bool,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        bytearray,
+        _dt.datetime,
+        _dt.date,
+        _dt.time,
+        _dt.timedelta,
+        decimal.Decimal,
+        uuid.UUID,
+        fractions.Fraction,
+        type(Ellipsis),
+        type(StopIteration),
+    }
+)
+#: how many list or dict items one reduced object may give before it is refused
+_MAX_REDUCED_ITEMS = 10_000_000
+
+
+def _reduced_stub(obj: Any) -> Stub:
+    """The ``$class`` form of an instance of a class that has no tag (one the user allowed).
+
+    The object was built by the allowlist unpickler, so its class is allowed; its own
+    ``__reduce_ex__`` says how pickle rebuilds it, which is what the ``$class`` form
+    records: the class, constructor arguments, state and items.  Reductions through a
+    function other than the class itself are not a class form and stay unsupported.
+    """
+    t = type(obj)
+    if isinstance(obj, type):
+        raise _unsupported(obj)
+    try:
+        reduced = obj.__reduce_ex__(2)
+    except Exception:  # noqa: BLE001 - whatever the class raises, it has no class form
+        raise _unsupported(obj) from None
+    if type(reduced) is not tuple or not 2 <= len(reduced) <= 6:
+        raise _unsupported(obj)
+    func, args = reduced[0], reduced[1]
+    if func is copyreg.__newobj__ and type(args) is tuple and args and args[0] is t:
+        args = args[1:]
+    elif func is not t or type(args) is not tuple:
+        raise _unsupported(obj)
+    state = reduced[2] if len(reduced) > 2 else None
+    items = [_bounded_items(obj, part) for part in reduced[3:5]]
+    items += [None] * (2 - len(items))
+    return Stub(f"{t.__module__}.{t.__qualname__}", list(args) or None, state, items[0], items[1])
+
+
+def _reduce_once(obj: Any, reduced: dict[int, tuple[Any, Stub]]) -> Stub:
+    """``_reduced_stub(obj)``, the same Stub for the same object within one walk."""
+    known = reduced.get(id(obj))
+    if known is None:
+        known = reduced[id(obj)] = (obj, _reduced_stub(obj))  # obj kept alive: ids stay unique
+    return known[1]
+
+
+def _bounded_items(obj: Any, iterator: Any) -> list[Any] | None:
+    if iterator is None:
+        return None
+    out = list(itertools.islice(iterator, _MAX_REDUCED_ITEMS + 1))
+    if len(out) > _MAX_REDUCED_ITEMS:
+        raise EncodeError(f"a {_qualname(type(obj))} with more than {_MAX_REDUCED_ITEMS} items")
+    return out
+
+
 def _unsupported(obj: Any) -> EncodeError:
     t = type(obj)
     for base in _SUBCLASSABLE:
@@ -716,7 +789,9 @@ class _Converter:
     def convert(self, value: Any) -> Any:
         plain, keep, canon = self.plain, self.keep, self.canon
         max_depth, max_nodes, max_chars = self.max_depth, self.max_nodes, self.max_chars
-        multi = self.multi = _multiple_containers(value) if keep else set()
+        # An allowed object with no tag becomes one Stub, the same one each time it is met.
+        reduced: dict[int, tuple[Any, Stub]] = {}
+        multi = self.multi = _multiple_containers(value, reduced) if keep else set()
         ids = self.ids
         # expand mode: id -> (output, values, chars, height) of a finished container,
         # reused (not walked again) when the container comes back: that is what
@@ -773,6 +848,9 @@ class _Converter:
                 else:
                     target[slot] = _float_name(obj) if plain else {"$float": _float_name(obj)}
                 continue
+            if t not in _LEAVES and t not in _CONTAINERS and not isinstance(obj, Stub):
+                obj = _reduce_once(obj, reduced)  # an allowed class with no tag: the $class form
+                t = Stub
             if t not in _CONTAINERS and not isinstance(obj, Stub):
                 if t is bytearray and keep and id(obj) in multi:
                     n = ids.get(id(obj))
@@ -1172,8 +1250,11 @@ def _stub_children(stub: Stub) -> list[Any]:
     return children
 
 
-def _multiple_containers(value: Any) -> set[int]:
-    """ids of the containers reached more than once from ``value`` (shared or cyclic)."""
+def _multiple_containers(value: Any, reduced: dict[int, tuple[Any, Stub]]) -> set[int]:
+    """ids of the containers reached more than once from ``value`` (shared or cyclic).
+
+    Objects with no tag are seen as their ``$class`` stubs (made once, kept in ``reduced``).
+    """
     seen: dict[int, Any] = {}  # id -> the object, kept alive so that no id is reused
     multi: set[int] = set()
     stack = [value]
@@ -1189,6 +1270,9 @@ def _multiple_containers(value: Any) -> set[int]:
         elif t is bytearray:
             children = _EMPTY
         elif isinstance(obj, Stub):
+            children = _stub_children(obj)
+        elif t not in _LEAVES:
+            obj = _reduce_once(obj, reduced)
             children = _stub_children(obj)
         else:
             continue
