@@ -892,7 +892,7 @@ def test_render_formats(mixed_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def _check_sarif_structure(sarif: dict) -> None:
     validator = _official_sarif_validator()
-    if not isinstance(validator, str):  # without the schema, test_sarif_official_schema skips
+    if not isinstance(validator, str):  # without it, test_sarif_official_schema_* skip
         assert _official_sarif_errors(sarif) == []
     assert sarif["version"] == "2.1.0"
     assert sarif["$schema"].startswith("https://")
