@@ -135,7 +135,7 @@ def test_subdb_member_must_be_text(tmp_path: Path) -> None:
 def test_shelfmigrate_verify_stays_the_function() -> None:
     # Loading the verify submodule must not replace the function on the package.
     code = (
-        "import shelfmigrate\n"
+        "import shelfmigrate, shelfmigrate.cli, shelfmigrate.verification\n"
         "first = shelfmigrate.verify\n"
         "assert callable(first) and shelfmigrate.verify is first, shelfmigrate.verify\n"
     )

@@ -61,9 +61,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(pipeline, name)
     if name == "verify":
-        from .verify import verify
+        # (The module is not called ``verify``: importing it would bind that name to the module.)
+        from .verification import verify
 
-        # Importing the submodule bound the name ``verify`` to the module; the function wins.
-        globals()["verify"] = verify
         return verify
     raise AttributeError(f"module 'shelfmigrate' has no attribute {name!r}")

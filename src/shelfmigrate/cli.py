@@ -248,6 +248,8 @@ def inspect(
     if info.get("records") is not None:
         typer.echo(f"  records: {info['records']}")
     source = info.get("source") or {}
+    if isinstance(source.get("summary"), str):  # a reader's one-line description
+        typer.echo(f"  {source['summary']}")
     subdatabases = source.get("subdatabases")
     if isinstance(subdatabases, list) and subdatabases:
         typer.echo(f"  subdatabases ({len(subdatabases)}; choose one with --subdb NAME):")
@@ -282,7 +284,7 @@ def verify(
     salvage: bool = SALVAGE,
 ) -> None:
     """Check that SRC and DST hold the same (key, value) pairs; exit 1 with the first differences."""
-    from .verify import verify as run_verify
+    from .verification import verify as run_verify
 
     result = run_verify(
         src,
