@@ -1027,3 +1027,11 @@ def test_value_encoder_writes_what_encode_writes(style, refs):
     encode_value = value_encoder(style=style, refs=refs)
     for value in values:
         assert encode_value(value) == encode(value, style=style, refs=refs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.binary(max_size=300))
+def test_a_raw_record_line_is_the_general_encoding(key, value):
+    # encode_record writes text-key/bytes-value lines (--values raw) on a short path.
+    assert encode_record(key, value) == '{"key":' + encode(key) + ',"value":' + encode(value) + "}"
+    assert decode_record(encode_record(key, value)) == (key, value)

@@ -1785,6 +1785,14 @@ def encode_record(
     """
     if style != "typed" or refs != "expand":
         _check_options(style, refs)
+    if type(value) is bytes and type(key) is str and style == "typed" and subdb is None:
+        # The common line of a raw copy (``--values raw``): written directly, same text.
+        text = binascii.b2a_base64(value, newline=False).decode("ascii")
+        if len(text) <= max_chars and len(key) <= max_chars:
+            key_text = _encode_str(key)
+            if not key_text.isascii():
+                key_text = _escape_surrogates(key_text)
+            return '{"key":' + key_text + ',"value":{"$bytes":"' + text + '"}}'
     try:
         if type(key) is str and len(key) <= max_chars:
             key_json = key  # the usual key: no need to look further
