@@ -17,6 +17,16 @@ READERS: dict[str, str] = {
     "jsonl": "shelfmigrate.formats.jsonl:JsonLinesReader",
     "pickle": "shelfmigrate.formats.pickles:PickleStreamReader",
     "marshal": "shelfmigrate.formats.marshals:MarshalStreamReader",
+    "gdbm": "shelfmigrate.formats.gdbm:GdbmReader",
+    "gdbm-dump-ascii": "shelfmigrate.formats.gdbm_dump:GdbmAsciiDumpReader",
+    "gdbm-dump-binary": "shelfmigrate.formats.gdbm_dump:GdbmBinaryDumpReader",
+    "ndbm-gdbm": "shelfmigrate.formats.ndbm:NdbmGdbmReader",
+    "ndbm-classic": "shelfmigrate.formats.ndbm:NdbmClassicReader",
+    "bdb-hash": "shelfmigrate.formats.bdb:BerkeleyDBReader",
+    "bdb-btree": "shelfmigrate.formats.bdb:BerkeleyDBReader",
+    "bdb-queue": "shelfmigrate.formats.bdb:BerkeleyDBReader",
+    "bdb185-hash": "shelfmigrate.formats.bdb185:BerkeleyDB185Reader",
+    "bdb185-btree": "shelfmigrate.formats.bdb185:BerkeleyDB185Reader",
 }
 
 WRITERS: dict[str, str] = {
@@ -26,17 +36,7 @@ WRITERS: dict[str, str] = {
 }
 
 RECOGNISED_WITHOUT_READER: dict[str, str] = {
-    "bdb-hash": "Berkeley DB hash",
-    "bdb-btree": "Berkeley DB btree/recno",
-    "bdb-queue": "Berkeley DB queue",
     "bdb-heap": "Berkeley DB heap",
-    "bdb185-hash": "Berkeley DB 1.85 hash",
-    "bdb185-btree": "Berkeley DB 1.85 btree",
-    "gdbm": "GDBM",
-    "gdbm-dump-ascii": "gdbm_dump (ASCII)",
-    "gdbm-dump-binary": "gdbm_dump (binary)",
-    "ndbm-gdbm": "NDBM (gdbm-compat .dir/.pag)",
-    "ndbm-classic": "NDBM/sdbm (.dir/.pag)",
 }
 
 #: extra pieces a format needs, for ``formats`` and for error messages
