@@ -141,3 +141,11 @@ def test_shelfmigrate_verify_stays_the_function() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_duplicate_named_is_the_real_one_not_the_first_of_the_batch(tmp_path: Path) -> None:
+    src = tmp_path / "late_dup.jsonl"
+    rows = [{"key": f"k{i}", "value": i} for i in range(50)] + [{"key": "k7", "value": "again"}]
+    src.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    with pytest.raises(shelfmigrate.errors.DuplicateKeyError, match="key 'k7' more than once"):
+        shelfmigrate.convert(src, tmp_path / "out.sqlite")

@@ -435,10 +435,13 @@ class SQLiteWriter(Writer):
             for key, value in items:
                 self._append_pickled(key, value)
             return
+        inserted_before = self.con.total_changes
         try:
             self.con.executemany(self._insert_sql, items)
         except sqlite3.IntegrityError:
-            raise self._duplicate_error(items) from None
+            # executemany stops at the offending row, after inserting the ones before it.
+            failed = items[min(self.con.total_changes - inserted_before, len(items) - 1)]
+            raise self._duplicate_error(failed) from None
         except sqlite3.Error as exc:
             raise DestinationError(self.path, f"SQLite write failed: {exc}") from None
 
@@ -459,22 +462,11 @@ class SQLiteWriter(Writer):
         values.append(item)
         self.con.execute(f"UPDATE {table} SET value = ? WHERE key = ?", (pickle_value(values), key))
 
-    def _duplicate_error(self, items: list[Any]) -> DuplicateKeyError:
-        assert self.con is not None
-        seen: set[Any] = set()
-        table = quote_name(self.table)
-        where, width = ("subdb = ? AND key = ?", 2) if self.by_subdb else ("key = ?", 1)
-        duplicate = items[0][:width]
-        for item in items:
-            key = item[:width]
-            exists = self.con.execute(f"SELECT 1 FROM {table} WHERE {where}", key).fetchone()
-            if key in seen or exists:
-                duplicate = key
-                break
-            seen.add(key)
+    def _duplicate_error(self, row: tuple[Any, ...]) -> DuplicateKeyError:
+        key = row[:2] if self.by_subdb else row[:1]
         return DuplicateKeyError(
             self.path,
-            f"the source has key {_shown_key(duplicate)} more than once; choose --duplicates list "
+            f"the source has key {_shown_key(key)} more than once; choose --duplicates list "
             f"(keep every value in a list) or --duplicates last (keep the last value)",
         )
 
