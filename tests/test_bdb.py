@@ -762,6 +762,13 @@ def test_cli_salvage_is_labelled_in_the_report(tmp_path: Path) -> None:
     assert source["salvage"]["pages_read"] > 0
 
 
+def test_cli_says_on_stderr_that_a_torn_file_was_salvaged(tmp_path: Path) -> None:
+    result = run("convert", need(BDB / "truncated.db"), tmp_path / "out.jsonl", "--salvage")
+    assert result.exit_code == 0, result.output
+    assert "warning: file size 21192 is not a multiple of the page size" in result.stderr
+    assert "salvage mode" in result.stderr
+
+
 @pytest.mark.parametrize("protocol", [0, 2])
 def test_cli_python2_dbhash_shelf_to_sqlite(tmp_path: Path, protocol: int) -> None:
     src = need(BDB / f"py2-shelf-p{protocol}.db")

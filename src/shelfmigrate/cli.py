@@ -215,6 +215,10 @@ def convert(
     if result.failed:
         summary += f"; {result.failed} failed"
     typer.echo(summary, err=True)
+    for warning in result.source.get("warnings") or ():
+        typer.echo(f"  warning: {warning}", err=True)
+    if result.source.get("mode") == "salvage":
+        typer.echo("  salvage mode: records were recovered page by page (see --report)", err=True)
     for line in result.errors[:5]:
         typer.echo(f"  {line}", err=True)
     raise typer.Exit(result.exit_code)
