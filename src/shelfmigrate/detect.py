@@ -1491,18 +1491,12 @@ _SDBM_PROBE_BYTES = 64 * 1024
 
 def _sdbm_page_state(page: bytes, order: str, page_size: int) -> bool | None:
     """True: a valid page with items; None: an empty page; False: not an sdbm page."""
-    (n,) = struct.unpack_from(order + "H", page, 0)
-    if n == 0:
-        return None
-    if n % 2 or 2 * (n + 1) > page_size:
+    from .formats.ndbm import page_items  # the reader's own page check: one definition
+
+    items = page_items(page, struct.Struct(order + "H"), page_size)
+    if items is None:
         return False
-    offsets = struct.unpack_from(f"{order}{n}H", page, 2)
-    prev = page_size
-    for off in offsets:
-        if off > prev:
-            return False
-        prev = off
-    return offsets[-1] >= 2 * (n + 1)
+    return True if items else None
 
 
 def _probe_sdbm(pag: _File) -> dict[str, Any] | None:

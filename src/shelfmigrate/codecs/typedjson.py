@@ -619,27 +619,7 @@ _SUBCLASSABLE = (
 
 
 #: the types ``_leaf`` writes; anything else that is not a container goes through ``__reduce_ex__``
-_LEAVES = frozenset(
-    {
-        type(None),
-        bool,
-        int,
-        float,
-        complex,
-        str,
-        bytes,
-        bytearray,
-        _dt.datetime,
-        _dt.date,
-        _dt.time,
-        _dt.timedelta,
-        decimal.Decimal,
-        uuid.UUID,
-        fractions.Fraction,
-        type(Ellipsis),
-        type(StopIteration),
-    }
-)
+_LEAVES = (frozenset(_SUBCLASSABLE) - _CONTAINERS) | {type(None), bool, type(Ellipsis), type}
 #: how many list or dict items one reduced object may give before it is refused
 _MAX_REDUCED_ITEMS = 10_000_000
 

@@ -86,7 +86,7 @@ class NdbmGdbmReader(GdbmReader):
         return info
 
 
-def _page_items(page: bytes, shorts: struct.Struct, page_size: int) -> list[int] | None:
+def page_items(page: bytes, shorts: struct.Struct, page_size: int) -> list[int] | None:
     """The item offsets of a valid page ([] for an empty one), or None if it is not valid."""
     (n,) = shorts.unpack_from(page, 0)
     if n == 0:
@@ -114,7 +114,7 @@ def probe_layout(pag_path: str, head: bytes, file_size: int) -> tuple[int, str]:
             shorts = struct.Struct(order + "H")
             nonempty = 0
             for at in range(0, usable, page_size):
-                items = _page_items(head[at : at + page_size], shorts, page_size)
+                items = page_items(head[at : at + page_size], shorts, page_size)
                 if items is None:
                     break
                 nonempty += bool(items)
@@ -176,7 +176,7 @@ class NdbmClassicReader(Reader):
                     ),
                 )
                 break
-            offsets = _page_items(page, shorts, page_size)
+            offsets = page_items(page, shorts, page_size)
             if offsets is None:
                 yield Record(
                     None,
@@ -199,7 +199,7 @@ class NdbmClassicReader(Reader):
         total = 0
         for _, page in self._pages():
             if len(page) == self.page_size:
-                offsets = _page_items(page, shorts, self.page_size)
+                offsets = page_items(page, shorts, self.page_size)
                 total += len(offsets or ()) // 2
         return total
 
