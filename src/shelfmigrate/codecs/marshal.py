@@ -17,13 +17,23 @@ What comes out:
 * A Python 2 ``str`` (``s``, ``t``, ``R``) follows ``py2_str``: ``"auto"`` gives
   text when it is valid UTF-8 and bytes otherwise, ``"bytes"`` gives bytes
   exactly as Python 2 meant it, ``"latin1"`` gives text through Latin-1.  In
-  Python 3 data ``s`` is always bytes.
+  Python 3 data ``s`` is always bytes.  A decoded non-ASCII ``str`` that would
+  merge with a ``unicode`` dict key or set member (distinct in Python 2, equal
+  once decoded) stays bytes, so nothing is dropped.
 * Shared and recursive objects of format versions 3+ (Python 3.4+) come back
   shared and recursive, as CPython builds them, including cycles that run
   through a tuple (``t = ([],); t[0].append(t)``).
 
 The format has no header, so which Python wrote a dump is read from its type
-codes (:func:`detect_python`); ``python=2`` or ``python=3`` forces it.
+codes (:func:`detect_python`); ``python=2`` or ``python=3`` forces it.  Nor does
+it record its format version: :func:`survey` reads a whole stream and reports the
+range of versions its type codes prove (:func:`infer_version`), with the object
+count, for ``inspect``.
+
+A stream (several ``marshal.dump`` calls into one file) is read to EOF by
+:func:`load_stream`.  A damaged dump ends it: marshal has no length prefix or
+sync mark, so the next dump cannot be found soundly (almost any byte starts some
+valid dump), and guessing would invent records.
 """
 
 from __future__ import annotations
@@ -35,7 +45,17 @@ from typing import Any
 
 from shelfmigrate.errors import DecodeError, UsageError
 
-__all__ = ["MAX_DEPTH", "MAX_LONG_DIGITS", "detect_python", "load_stream", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LONG_DIGITS",
+    "MAX_VERSION",
+    "describe_version",
+    "detect_python",
+    "infer_version",
+    "load_stream",
+    "loads",
+    "survey",
+]
 
 #: Deepest nesting accepted: CPython's own limit on Linux (MAX_MARSHAL_STACK_DEPTH),
 #: so everything CPython can write is readable and nothing deeper is tried.
@@ -53,6 +73,9 @@ _unpack_dd = struct.Struct("<dd").unpack_from
 _unpack_H = struct.Struct("<H").unpack_from
 _unpack_HH = struct.Struct("<HH").unpack_from
 _StructError = struct.error
+# Longs of up to _SMALL_LONG digits are read digit by digit with one precompiled unpack.
+_SMALL_LONG = 8
+_UNPACK_DIGITS = [struct.Struct(f"<{n}H").unpack_from for n in range(_SMALL_LONG + 1)]
 
 # A text float as CPython writes it (repr / "%.17g", inf, nan) and as its reader accepts.
 _FLOAT_RE = re.compile(
@@ -151,6 +174,10 @@ def _kind_table(codes: dict[str, int], flagged: bool) -> list[int]:
 
 _KINDS2 = _kind_table(_PY2_CODES, flagged=False)
 _KINDS3 = _kind_table(_PY3_CODES, flagged=True)
+
+# Where the parser marks the type codes it reads when no caller wants them (a list:
+# storing into it is cheaper than into a bytearray).
+_SCRATCH = [0] * 256
 
 # Frames of the explicit parse stack (the container being filled).
 _F_TOP, _F_LIST, _F_DKEY, _F_DVAL, _F_TUPLE, _F_SET, _F_FSET, _F_SLICE = range(8)
@@ -336,6 +363,15 @@ def _read_long(data: bytes, pos: int) -> tuple[int, int]:
     elif size == 2:
         low, top = _unpack_HH(data, pos)
         value = low | top << 15 if low < 0x8000 else -1
+    elif size <= _SMALL_LONG:  # up to 120 bits: one unpack and a short loop beat the bit tricks
+        digits = _UNPACK_DIGITS[size](data, pos)
+        value = 0
+        for digit in reversed(digits):
+            if digit >= 0x8000:
+                value = -1
+                break
+            value = value << 15 | digit
+        top = digits[-1]
     else:
         raw = data[pos:end]
         top = raw[-2] | raw[-1] << 8
@@ -378,7 +414,13 @@ def _auto_text(raw: bytes) -> str | bytes:
 
 
 def _parse(
-    data: bytes, pos: int, py3: bool, smode: int, text: str | None = None, probe: bool = False
+    data: bytes,
+    pos: int,
+    py3: bool,
+    smode: int,
+    text: str | None = None,
+    probe: bool = False,
+    seen: list[int] | None = None,
 ) -> tuple[Any, int]:
     """Read one object starting at ``pos``; return it and the offset just after it.
 
@@ -388,12 +430,23 @@ def _parse(
     sliced from it (one copy, no decode call per string).  ``probe`` (with
     ``py3``): stop with :class:`_Py2Hint` at the first code that leans to Python 2
     (``t`` without FLAG_REF, ``I``, a small ``l``), so the caller can look closer.
+    ``seen`` (a list of 256 ints) gets a 1 at every type code read, FLAG_REF included, for
+    :func:`survey`; without it the flags go to a scratch array nobody reads (one
+    store per object is cheaper than a test).
     """
     kinds = _KINDS3 if py3 else _KINDS2
+    if seen is None:
+        seen = _SCRATCH
     end = len(data)
     refs: list[Any] = []  # Python 3: objects flagged with FLAG_REF, in order
     refs_append = refs.append
     strings: list[Any] = []  # Python 2: interned strings ('t'), for 'R'
+    # Python 2 with str decoded to text: id -> (text, raw bytes) of each non-ASCII str
+    # decoded, so a dict key or set member that now equals a unicode one can stay bytes
+    decoded: dict[int, tuple[str, bytes]] = {}
+    keyed: dict[tuple[int, str], bytes] = {}  # (container id, text): raw of a decoded key
+    collide = not py3 and smode != 0  # can decoding make two Python 2 keys one?
+    floods: dict[int, dict[int, int]] = {}  # big dicts and sets: keys per hash value
     stack: list[tuple[int, Any, int, Any]] = []  # the frames below the current one
     pending = False  # a reference to an unfinished tuple was handed out
     deferred: list[_Pending] = []  # tuples waiting for such a reference to be built
@@ -405,6 +458,7 @@ def _parse(
             at = pos
             code = data[pos]
             pos += 1
+            seen[code] = 1
             k = kinds[code]
             # ---- read one object (only the header when it is a non-empty container)
             if k == _K_SASCII:
@@ -453,6 +507,8 @@ def _parse(
                         at, "NULL ('0') where an object is expected (it may only end a dict)"
                     )
                 value = fo
+                if floods:
+                    floods.pop(id(fo), None)
                 ft, fo, fn, fx = stack.pop()
             elif k == _K_STUPLE or k == _K_TUPLE:  # noqa: SIM109 (faster than `in`)
                 if k == _K_STUPLE:
@@ -531,8 +587,11 @@ def _parse(
                     if text is None:
                         text = data.decode("latin-1")
                     value = text[pos:e]
-                    if smode == 1 and not value.isascii():
-                        value = _auto_text(data[pos:e])
+                    if not value.isascii():
+                        if smode == 1:
+                            value = _auto_text(data[pos:e])
+                        if type(value) is str:
+                            decoded[id(value)] = (value, data[pos:e])
                 pos = e
                 if code & 0x80:
                     refs_append(value)
@@ -656,7 +715,11 @@ def _parse(
                     if pending and type(fx) is _Pending:
                         raise _bad(at, "a dict key refers to a tuple that is not complete yet")
                     try:
+                        if collide:
+                            fx = _py2_key(fo, fx, decoded, keyed)
                         fo[fx] = value
+                        if len(fo) > _FLOOD_WATCH:
+                            _watch_hashes(floods, fo, fx, at)
                     except TypeError:
                         raise _bad(at, f"unhashable dict key of type {type(fx).__name__}") from None
                     except RecursionError:
@@ -681,7 +744,11 @@ def _parse(
                     if pending and type(value) is _Pending:
                         raise _bad(at, "a set member refers to a tuple that is not complete yet")
                     try:
+                        if collide:
+                            value = _py2_member(fo, value, decoded, keyed)
                         fo.add(value)
+                        if len(fo) > _FLOOD_WATCH:
+                            _watch_hashes(floods, fo, value, at)
                     except TypeError:
                         raise _bad(
                             at, f"unhashable set member of type {type(value).__name__}"
@@ -692,6 +759,8 @@ def _parse(
                     if fn:
                         break
                     value = fo
+                    if floods:
+                        floods.pop(id(fo), None)
                 elif ft == _F_FSET:
                     fo.append(value)
                     if len(fo) < fn:
@@ -701,7 +770,15 @@ def _parse(
                             at, "a frozenset member refers to a tuple that is not complete yet"
                         )
                     try:
+                        if len(fo) > _FLOOD_WATCH:
+                            _check_hashes(fo, at)
                         value = frozenset(fo)
+                        if collide and len(value) < len(fo):
+                            members: set[Any] = set()
+                            scratch: dict[tuple[int, str], bytes] = {}  # dies with members
+                            for item in fo:
+                                members.add(_py2_member(members, item, decoded, scratch))
+                            value = frozenset(members)
                     except TypeError as exc:
                         raise _bad(at, f"unhashable frozenset member ({exc})") from None
                     except RecursionError:
@@ -722,6 +799,104 @@ def _parse(
                 ft, fo, fn, fx = stack.pop()
     except (IndexError, _StructError):
         raise _truncated(at) from None
+
+
+def _was_decoded(obj: Any, decoded: dict[int, tuple[str, bytes]]) -> bytes | None:
+    """The raw bytes of ``obj`` when it is a non-ASCII Python 2 str decoded to text."""
+    entry = decoded.get(id(obj))
+    return entry[1] if entry is not None and entry[0] is obj else None
+
+
+def _py2_key(
+    d: dict[Any, Any],
+    key: Any,
+    decoded: dict[int, tuple[str, bytes]],
+    keyed: dict[tuple[int, str], bytes],
+) -> Any:
+    """The key to store ``key`` under in ``d`` (Python 2 data, str decoded to text).
+
+    In Python 2 a non-ASCII ``str`` and a ``unicode`` never compare equal, so a dict
+    may hold both ``'caf\\xc3\\xa9'`` and ``u'caf\\xe9'``; decoded, they would be one
+    key.  Nothing is dropped: the decoded ``str`` goes back to ``bytes`` (as the
+    pickle reader does), whichever of the two comes first.  Python 2 dicts have no
+    order to keep, so a key renamed after the fact moves to the end.  ``keyed``
+    remembers which keys of which container are decoded strs, so every step is
+    O(1).  A plain duplicate (hand-made data) keeps CPython's rule: the last wins.
+    """
+    raw = _was_decoded(key, decoded)
+    if raw is not None:
+        if key in d and keyed.get((id(d), key)) != raw:
+            return raw  # a unicode key equal to this text is there already
+        keyed[(id(d), key)] = raw
+        return key
+    if type(key) is str and key in d:
+        old_raw = keyed.pop((id(d), key), None)
+        if old_raw is not None:  # the key there is a decoded str: back to bytes
+            d[old_raw] = d.pop(key)
+    return key
+
+
+def _py2_member(
+    s: set[Any],
+    member: Any,
+    decoded: dict[int, tuple[str, bytes]],
+    keyed: dict[tuple[int, str], bytes],
+) -> Any:
+    """As :func:`_py2_key`, for a set member."""
+    raw = _was_decoded(member, decoded)
+    if raw is not None:
+        if member in s and keyed.get((id(s), member)) != raw:
+            return raw
+        keyed[(id(s), member)] = raw
+        return member
+    if type(member) is str and member in s:
+        old_raw = keyed.pop((id(s), member), None)
+        if old_raw is not None:
+            s.discard(member)
+            s.add(old_raw)
+    return member
+
+
+# Hash flooding: many keys with one hash value make each insertion into a dict or set
+# scan all of them (quadratic time; CPython's own marshal.loads has the same
+# weakness).  Big containers count their keys per hash value and refuse a flood.
+# str and bytes hashes are salted per process and cannot be aimed, so they are not
+# counted (which keeps the counting small for the common big text-keyed dict).
+_FLOOD_WATCH = 512  # containers up to this size are never counted
+_FLOOD_LIMIT = 1000  # keys allowed to share one hash value in one container
+
+
+def _flood(at: int) -> DecodeError:
+    return _bad(
+        at,
+        f"more than {_FLOOD_LIMIT} keys with the same hash value in one dict or set "
+        "(hash flooding: crafted data)",
+    )
+
+
+def _watch_hashes(floods: dict[int, dict[int, int]], container: Any, key: Any, at: int) -> None:
+    kind = type(key)
+    if kind is str or kind is bytes:
+        return
+    counts = floods.get(id(container))
+    if counts is None:
+        counts = floods[id(container)] = {}
+    h = hash(key)
+    n = counts.get(h, 0) + 1
+    if n > _FLOOD_LIMIT:
+        raise _flood(at)
+    counts[h] = n
+
+
+def _check_hashes(items: list[Any], at: int) -> None:
+    counts: dict[int, int] = {}
+    for item in items:
+        kind = type(item)
+        if kind is not str and kind is not bytes:
+            h = hash(item)
+            n = counts[h] = counts.get(h, 0) + 1
+            if n > _FLOOD_LIMIT:
+                raise _flood(at)
 
 
 def _finish_tuple(
@@ -880,6 +1055,7 @@ def _load_one(
     text: str | None,
     last: int | None,
     single: bool,
+    seen: list[int] | None = None,
 ) -> tuple[Any, int, int | None]:
     """One object at ``pos``: (value, end, the Python it was read as, or ``last``).
 
@@ -892,20 +1068,20 @@ def _load_one(
         python = _which_python(data, pos, single) or 2
     if python is not None:
         py3 = python == 3
-        value, end = _parse(data, pos, py3, 0 if py3 else smode, text)
+        value, end = _parse(data, pos, py3, 0 if py3 else smode, text, False, seen)
         return value, end, python
     code = data[pos]
     probe = not (code & 0x80 or code in _PY3_ONLY)
     try:
-        value, end = _parse(data, pos, True, 0, text, probe)
+        value, end = _parse(data, pos, True, 0, text, probe, seen)
     except (_Py2Hint, DecodeError) as exc:
         if not probe:
             raise
         if _scan(data, pos, single) == 2:
-            value, end = _parse(data, pos, False, smode, text)
+            value, end = _parse(data, pos, False, smode, text, False, seen)
             return value, end, 2
         if isinstance(exc, _Py2Hint):
-            value, end = _parse(data, pos, True, 0, text)
+            value, end = _parse(data, pos, True, 0, text, False, seen)
             return value, end, 3
         raise
     return value, end, 3 if not probe else last
@@ -946,20 +1122,178 @@ def load_stream(
     :class:`DecodeError` with its offset and ends the stream.
     """
     smode = _check_options(python, py2_str)
+    return ((value, start, end) for value, start, end, _ in _stream(data_or_file, python, smode))
+
+
+def _stream(
+    data_or_file: Any, python: int | None, smode: int, seen: list[int] | None = None
+) -> Iterator[tuple[object, int, int, int | None]]:
+    """Yield (value, start, end, the Python the dump was read as) for each dump."""
     if hasattr(data_or_file, "read"):
-        return _stream_file(data_or_file, python, smode)
+        return _stream_file(data_or_file, python, smode, seen)
     data = data_or_file if type(data_or_file) is bytes else bytes(data_or_file)
-    return _stream_bytes(data, python, smode)
+    return _stream_bytes(data, python, smode, seen)
 
 
-def _stream_bytes(data: bytes, python: int | None, smode: int) -> Iterator[tuple[object, int, int]]:
+def _stream_bytes(
+    data: bytes, python: int | None, smode: int, seen: list[int] | None
+) -> Iterator[tuple[object, int, int, int | None]]:
     pos = 0
     last = None
     text = data.decode("latin-1")
     while pos < len(data):
-        value, end, last = _load_one(data, pos, python, smode, text, last, True)
-        yield value, pos, end
+        value, end, last = _load_one(data, pos, python, smode, text, last, True, seen)
+        yield value, pos, end, last
         pos = end
+
+
+# ----------------------------------------------------------------------------- survey
+
+#: Highest marshal format version each Python writes: 2 for Python 2.5-2.7, 4 for
+#: Python 3.4-3.13, 5 for Python 3.14 (slices).
+MAX_VERSION = {2: 2, 3: 5}
+
+# What a type code proves about the format version of the dump holding it:
+# (codes, lowest version that writes them, why).  Python 3's FLAG_REF is checked apart.
+_LOWER_BOUNDS = (
+    (":", 5, "slices ':' (version 5, Python 3.14+)"),
+    ("aAzZ)", 4, "short/ASCII forms 'a A z Z )' (version \u22654)"),
+    ("r", 3, "'r' references (version \u22653)"),
+    ("gy", 2, "binary floats 'g'/'y' (version \u22652)"),
+    ("tR", 1, "interned strings 't'/'R' (version \u22651)"),
+)
+# Text floats are what versions 0 and 1 write; version 2 and later write binary ones.
+_TEXT_FLOATS = "fx"
+
+
+def _codes_in(seen: list[int], chars: str) -> bool:
+    return any(seen[ord(c)] or seen[ord(c) | 0x80] for c in chars)
+
+
+def infer_version(seen: list[int], python: int | None) -> tuple[int, int, list[str]]:
+    """The marshal format versions a dump may have been written at, from its type codes.
+
+    ``seen`` (256 ints) is non-zero at each type code the dump holds (FLAG_REF bit
+    included); ``python`` is the Python it was read as (2, 3 or ``None``).  Returns
+    ``(lowest, highest, evidence)``.  The bytes carry no version number: each
+    feature proves a *lowest* version (FLAG_REF or ``r``: 3, ``a A z Z )``: 4, ...)
+    and text floats (``f``/``x``) prove *at most* 1.  A dump holding none of these
+    (say, only ints and lists) could be any version, and a newer writer may choose
+    an older form (an object referenced once carries no FLAG_REF), so the range is
+    what the bytes prove, never a guess.  ``lowest > highest`` means the features
+    contradict each other (hand-made data).
+    """
+    low, high = 0, MAX_VERSION.get(python or 3, 5)
+    evidence = []
+    if any(seen[128:]):
+        low = 3
+        evidence.append("FLAG_REF (version \u22653, Python 3.4+)")
+    for chars, version, why in _LOWER_BOUNDS:
+        if _codes_in(seen, chars):
+            evidence.append(why)
+            low = max(low, version)
+    if _codes_in(seen, _TEXT_FLOATS):
+        evidence.append("text floats 'f'/'x' (version \u22641)")
+        high = min(high, 1)
+    return low, high, evidence
+
+
+def describe_version(low: int, high: int, python: int | None = None) -> str:
+    """``"2"``, ``"≥3"``, ``"0-1"``, ``"any (0-5)"`` or ``"inconsistent"`` for a range."""
+    top = MAX_VERSION.get(python or 3, 5)
+    if low > high:
+        return "inconsistent"
+    if low == high:
+        return str(low)
+    if high == top:
+        return f"any (0-{top})" if low == 0 else f"\u2265{low}"
+    return f"{low}-{high}"
+
+
+_SURVEY_MEMO = 4096  # distinct kinds of dump remembered by survey()
+
+
+def _judge_dump(seen: list[int], which: int | None) -> tuple[str, str, list[str], int]:
+    """(Python it was read as, version label, evidence, lowest version) of one dump."""
+    read_as = which if which in (2, 3) else None
+    if read_as != 2 and (any(seen[128:]) or _codes_in(seen, "raAzZ):")):
+        read_as = 3
+    low, high, why = infer_version(seen, read_as)
+    return str(read_as) if read_as else "undecided", describe_version(low, high, read_as), why, low
+
+
+def survey(
+    data_or_file: Any, *, python: int | None = None, py2_str: str = "auto"
+) -> dict[str, Any]:
+    """Read every dump of a stream (values built and dropped) and describe it.
+
+    Returns a JSON-able dict: ``objects`` (dumps read), ``python`` (2, 3,
+    ``"mixed"`` or ``None`` when no dump tells), ``type_codes`` (sorted, FLAG_REF
+    folded), ``flag_ref``, ``marshal_version`` (the range the type codes prove,
+    over all dumps, e.g. ``"≥4"``; ``"mixed: ..."`` when dumps differ),
+    ``marshal_versions`` (dumps per range), ``highest_version_feature`` (the
+    highest lowest-version any dump proves), ``version_evidence``, and ``error``
+    (``None``, or the message of the damaged dump that ended the stream, after
+    ``objects`` good ones).  Memory follows the largest dump, as for
+    :func:`load_stream`.
+    """
+    smode = _check_options(python, py2_str)
+    seen = [0] * 256
+    clean = [0] * 256
+    every = 0  # every type code of every dump: byte i of this int is 1 for code i
+    memo: dict[tuple[bytes, int | None], tuple[str, str, list[str], int]] = {}
+    objects = 0
+    pythons: dict[str, int] = {}
+    versions: dict[str, int] = {}
+    evidence: set[str] = set()
+    highest = 0
+    error = None
+    stream = _stream(data_or_file, python, smode, seen)
+    try:
+        for _value, _start, _end, which in stream:
+            objects += 1
+            signature = bytes(seen)  # the dump's type codes: dumps alike are judged once
+            every |= int.from_bytes(signature, "little")
+            judged = memo.get((signature, which))
+            if judged is None:
+                judged = _judge_dump(seen, which)
+                if len(memo) < _SURVEY_MEMO:
+                    memo[(signature, which)] = judged
+            key, label, why, low = judged
+            pythons[key] = pythons.get(key, 0) + 1
+            versions[label] = versions.get(label, 0) + 1
+            evidence.update(why)
+            highest = max(highest, low)
+            seen[:] = clean
+    except DecodeError as exc:
+        error = exc.detail
+    codes = [i for i in range(256) if every >> (8 * i) & 1]
+    decided = [p for p in pythons if p != "undecided"]
+    if python is not None:
+        which_python: int | str | None = python
+    elif len(decided) == 1:
+        which_python = int(decided[0])
+    else:
+        which_python = "mixed" if decided else None
+    if len(versions) == 1:
+        version = next(iter(versions))
+    else:
+        version = "mixed: " + ", ".join(
+            f"{label} ({n} dump{'s' if n != 1 else ''})" for label, n in sorted(versions.items())
+        )
+    return {
+        "objects": objects,
+        "python": which_python,
+        "python_forced": python is not None,
+        "dumps_by_python": pythons,
+        "type_codes": sorted({chr(i & 0x7F) for i in codes}),
+        "flag_ref": any(i & 0x80 for i in codes),
+        "marshal_version": version if objects else None,
+        "marshal_versions": versions,
+        "highest_version_feature": highest if objects else None,
+        "version_evidence": sorted(evidence),
+        "error": error,
+    }
 
 
 def _file_position(f: Any) -> tuple[int, int | None]:
@@ -982,7 +1316,9 @@ def _read(f: Any, size: int) -> bytes:
     return bytes(chunk or b"")
 
 
-def _stream_file(f: Any, python: int | None, smode: int) -> Iterator[tuple[object, int, int]]:
+def _stream_file(
+    f: Any, python: int | None, smode: int, seen: list[int] | None
+) -> Iterator[tuple[object, int, int, int | None]]:
     base, file_end = _file_position(f)  # base: file offset of buf[0]
     buf = b""
     text = ""
@@ -999,14 +1335,16 @@ def _stream_file(f: Any, python: int | None, smode: int) -> Iterator[tuple[objec
                 return
             text = buf.decode("latin-1")
         try:
-            value, end, which = _load_one(buf, pos, python, smode, text, last, True)
+            value, end, which = _load_one(buf, pos, python, smode, text, last, True, seen)
         except _Truncated as exc:
             need = exc.need
             if eof or (need is not None and file_end is not None and base + need > file_end):
                 raise DecodeError(_shift_offset(str(exc), base)) from None
-            # keep the unread part and read more: at least what the object asked
-            # for, and at least as much again as this dump already holds
-            want = max(_CHUNK, 2 * (len(buf) - pos), (need or 0) - len(buf))
+            # keep the unread part and read as much again as this dump already
+            # holds: the buffer doubles, so a huge dump is read in few steps, and
+            # a size the data only declares (a hostile 2**31) never becomes a read
+            # of that size (a pipe cannot say how much is left)
+            want = max(_CHUNK, len(buf) - pos)
             chunk = _read(f, want)
             if not chunk:
                 eof = True
@@ -1017,7 +1355,7 @@ def _stream_file(f: Any, python: int | None, smode: int) -> Iterator[tuple[objec
         except DecodeError as exc:
             raise DecodeError(_shift_offset(str(exc), base)) from None
         last = which
-        yield value, base + pos, base + end
+        yield value, base + pos, base + end, which
         pos = end
 
 
