@@ -897,8 +897,9 @@ def test_marshal_py3_short_strings(tmp_path):
 def test_marshal_conservative(tmp_path):
     with pytest.raises(FormatError):  # truncated container
         detect(write(tmp_path, "a", marshal.dumps([1, 2, 3, 4, 5])[:-3]))
-    with pytest.raises(FormatError):  # a code object is not claimed
-        detect(write(tmp_path, "b", marshal.dumps(compile("x = 1", "f", "exec"))))
+    # a code object is claimed, with a refusal that says why
+    code = detect(write(tmp_path, "b", marshal.dumps(compile("x = 1", "f", "exec"))))
+    assert code.format == "marshal" and "code objects are refused" in (code.refusal or "")
     with pytest.raises(FormatError):  # list count larger than the file
         detect(write(tmp_path, "c", b"[\xff\xff\x00\x00i\x01\x00\x00\x00"))
     with pytest.raises(FormatError):  # dict without its terminating NULL at end of file
@@ -1112,3 +1113,20 @@ def test_resolve_name_db_directory(tmp_path):
     shutil.copytree(FIX / "leveldb", tmp_path / "store.db")
     assert resolve_paths(tmp_path / "store").kind == "directory"
     assert detect(tmp_path / "store").format == FORMAT_LEVELDB
+
+
+@pytest.mark.parametrize("version", ["py27", "py36", "py311", "py313"])
+def test_a_marshal_code_object_is_claimed_and_refused(version: str) -> None:
+    found = detect(FIX.parent / "marshal" / f"{version}_code.marshal")
+    assert found.format == "marshal"
+    assert found.refusal is not None and "code objects are refused" in found.refusal
+    assert found.details["python"] == (2 if version == "py27" else 3)
+
+
+def test_deeply_nested_marshal_is_still_marshal(tmp_path) -> None:
+    value: list = [1]
+    for _ in range(60):
+        value = [value]
+    path = tmp_path / "nested.marshal"
+    path.write_bytes(marshal.dumps(value, 4))
+    assert detect(path).format == "marshal"

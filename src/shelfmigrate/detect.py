@@ -1280,8 +1280,8 @@ class _MarshalWalker:
 
     def value(self, depth: int = 0, allow_null: bool = False) -> bool:
         """Walk one value; returns False for the TYPE_NULL that ends a dict."""
-        if depth > 32:
-            raise _MarshalBad
+        if depth > 32:  # deep nesting is legitimate: stop looking, keep what was seen
+            raise _MarshalBudget
         self.items += 1
         if self.items > MARSHAL_MAX_ITEMS:
             raise _MarshalBudget
@@ -1359,8 +1359,29 @@ def _looks_text(data: bytes) -> bool:
     return all(c in "\t\n\r\f" or (c.isprintable() and c != "\x7f") for c in text)
 
 
+def _marshal_code_object(f: _File, data: bytes) -> Detection | None:
+    """A dump that is a code object (``c``): claimed, so the refusal says why."""
+    if len(data) < 9 or f.size < 32:
+        return None
+    # Every version starts with the argument count, then another small count.
+    first, second = struct.unpack_from("<ii", data, 1)
+    if not (0 <= first < 256 and 0 <= second < 1 << 16):
+        return None
+    details = {"python": 3 if data[0] & _MARSHAL_FLAG_REF else 2, "files": [f.path]}
+    return Detection(
+        FORMAT_MARSHAL,
+        f.path,
+        "marshal data holding a code object",
+        details,
+        "code objects are refused: shelfmigrate never builds or runs code (a .pyc-style "
+        "dump is a program, not data)",
+    )
+
+
 def _sniff_marshal(f: _File, hints: list[str]) -> Detection | None:
     data = f.read(MARSHAL_WINDOW)
+    if data[0] & 0x7F == ord("c"):
+        return _marshal_code_object(f, data)
     start = chr(data[0] & 0x7F)
     if start not in _MARSHAL_START:
         return None
