@@ -1416,8 +1416,9 @@ def _sniff_marshal(f: _File, hints: list[str]) -> Detection | None:
     codes = walker.codes
     if walker.flag_ref or codes & _MARSHAL_PY3_CODES:
         python: int | None = 3
-    elif codes & _MARSHAL_PY2_CODES or codes & set("stu"):
-        python = 2
+    elif codes & _MARSHAL_PY2_CODES or "t" in codes:
+        python = 2  # 't' leans to Python 2 (Python 3 writes it only at versions 1-2)
+    # 's' and 'u' alone do not tell: Python 3 writes them too at versions 0-2
     else:
         python = None
     details: dict[str, Any] = {
@@ -1429,7 +1430,7 @@ def _sniff_marshal(f: _File, hints: list[str]) -> Detection | None:
         "files": [f.path],
         "file_size": f.size,
     }
-    who = {2: "Python 2", 3: "Python 3"}.get(python, "unknown Python version")  # type: ignore[arg-type]
+    who = {2: "Python 2", 3: "Python 3"}.get(python, "Python 2 or 3")  # type: ignore[arg-type]
     desc = f"marshal data (looks like {who})"
     if complete and values > 1:
         desc = f"stream of {values} marshal dumps (looks like {who})"
