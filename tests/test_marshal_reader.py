@@ -445,3 +445,18 @@ def test_live_interpreter_output_is_committed_and_read(version, tmp_path):
                 assert same(value, dump["value"], "auto")
         else:
             assert same(m.loads(data), oracle["value"], "auto")
+
+
+def test_marshal_python_option_is_checked_on_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shelfmigrate.cli import app
+
+    src = tmp_path / "v.marshal"
+    src.write_bytes(cpython_marshal.dumps({"k": [b"abc", "x", 1]}, 2))
+    for command in (["inspect", str(src)], ["convert", str(src), str(tmp_path / "o.jsonl")]):
+        result = CliRunner().invoke(app, [*command, "--marshal-python", "5"])
+        assert result.exit_code == 2
+        assert "--marshal-python takes 2|3, not 5" in result.output
+    forced = CliRunner().invoke(app, ["inspect", str(src), "--marshal-python", "2"])
+    assert forced.exit_code == 0 and "Python 2 (forced)" in forced.output

@@ -46,6 +46,9 @@ SOURCE_TABLE = typer.Option(None, "--table", help="SQLite table to read.")
 KEY_COLUMN = typer.Option(None, "--key-column", help="Source SQLite column holding the key.")
 VALUE_COLUMN = typer.Option(None, "--value-column", help="Source SQLite column holding the value.")
 FROM = typer.Option(None, "--from", help="Source format (detected from content when omitted).")
+MARSHAL_PYTHON = typer.Option(
+    None, "--marshal-python", help="Read marshal data as written by Python 2 or 3."
+)
 SUBDB = typer.Option(
     None, "--subdb", help="Berkeley DB: read only this subdatabase (default: all of them)."
 )
@@ -141,9 +144,7 @@ def convert(
         None, "--report", help="Write a JSON report of the run to this file."
     ),
     py2_str: str = PY2_STR,
-    marshal_python: int | None = typer.Option(
-        None, "--marshal-python", help="Read marshal data as written by Python 2 or 3."
-    ),
+    marshal_python: int | None = MARSHAL_PYTHON,
     layout: str = typer.Option("kv", "--layout", help="SQLite layout: kv|dbm.sqlite3|sqlitedict."),
     table: str | None = TABLE,
     key_column: str | None = KEY_COLUMN,
@@ -233,12 +234,17 @@ def inspect(
     subdb: str | None = SUBDB,
     verify_checksums: bool = VERIFY_CHECKSUMS,
     salvage: bool = SALVAGE,
+    marshal_python: int | None = MARSHAL_PYTHON,
 ) -> None:
     """Say what SRC is: its format, details, record count and what its values look like."""
     from .inspector import inspect_source
 
     options = ReadOptions(
-        table=table, subdb=subdb, verify_checksums=verify_checksums, salvage=salvage
+        table=table,
+        subdb=subdb,
+        verify_checksums=verify_checksums,
+        salvage=salvage,
+        marshal_python=marshal_python,
     )
     info = inspect_source(src, options=options)
     if as_json:

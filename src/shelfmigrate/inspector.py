@@ -10,7 +10,7 @@ from typing import Any
 from . import detect as _detect
 from .errors import UsageError
 from .formats import READERS
-from .options import ReadOptions
+from .options import ReadOptions, check_read_options
 from .pipeline import open_reader
 from .values import guess_codec, looks_like_pickle
 
@@ -21,6 +21,8 @@ def inspect_source(
     path: str | os.PathLike[str], *, options: ReadOptions | None = None
 ) -> dict[str, Any]:
     """A JSON-able description of ``path``: format, details, count and a value sample."""
+    if options is not None:
+        check_read_options(options)
     detection = _detect.detect(path)
     info: dict[str, Any] = {
         "path": detection.path,

@@ -61,6 +61,14 @@ def check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
         raise UsageError(f"--{name} takes {allowed}, not {value!r}")
 
 
+def check_read_options(options: ReadOptions) -> None:
+    """Raise UsageError for a ReadOptions field outside its choices."""
+    check_choice("values", options.values, VALUE_CODECS)
+    check_choice("py2-str", options.py2_str, PY2_STR_POLICIES)
+    if options.marshal_python is not None:
+        check_choice("marshal-python", options.marshal_python, (2, 3))
+
+
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 

@@ -25,13 +25,12 @@ from .options import (
     JSON_STYLES,
     LEVELDB_ENCODINGS,
     ON_ERROR_POLICIES,
-    PY2_STR_POLICIES,
     REFS_POLICIES,
     SQLITE_LAYOUTS,
-    VALUE_CODECS,
     ReadOptions,
     WriteOptions,
     check_choice,
+    check_read_options,
 )
 from .records import NOT_DECODED, Record
 from .values import guess_codec, make_decoder
@@ -50,8 +49,7 @@ def open_reader(
 ) -> Reader:
     """A reader for ``path``, its format detected from content unless ``format`` is given."""
     options = options or ReadOptions()
-    check_choice("values", options.values, VALUE_CODECS)
-    check_choice("py2-str", options.py2_str, PY2_STR_POLICIES)
+    check_read_options(options)
     path = os.fspath(path)
     if format is None:
         detection = _detect.detect(path)
