@@ -1577,6 +1577,14 @@ def test_structure_of_small_pickles_is_left_to_the_c_unpickler() -> None:
     assert loads(data) == [9]
 
 
+def test_slice_cannot_be_allowed() -> None:
+    # SETITEM on a list with a slice key, l[0:0] = l, doubles the list per opcode:
+    # 60 opcodes would ask for 2**60 items.
+    bomb = P2 + b"]q\x00K\x01a" + glob("builtins", "slice") + b"K\x00K\x00\x86Rh\x00s."
+    with pytest.raises(UnsafePickleError, match="slice"):
+        sp.loads(bomb, allow=frozenset({"builtins.slice"}))
+
+
 def test_check_depth_counts_shared_and_cyclic_values() -> None:
     def chain(n: int) -> list[Any]:
         root = node = []

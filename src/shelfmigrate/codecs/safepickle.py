@@ -269,6 +269,7 @@ GADGETS: dict[str, str] = {
     "builtins.compile": "compiles Python code",
     "builtins.execfile": "executes a Python file",
     "builtins.getattr": "reads any attribute (reaches everything)",
+    "builtins.slice": "lets SETITEM grow a list by itself (l[0:0] = l doubles it): a memory bomb",
     "builtins.setattr": "writes any attribute",
     "builtins.delattr": "deletes any attribute",
     "builtins.hasattr": "runs attribute lookups",
