@@ -21,6 +21,7 @@ import binascii
 import os
 import re
 import struct
+import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -55,6 +56,22 @@ def _open(path: str) -> IO[bytes]:
         return open(path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         raise SourceError(path, exc.strerror or str(exc)) from None
+
+
+_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+def strict_base64_portable(text: bytes) -> bytes:
+    """Base64 with nothing but the alphabet and correct padding, on any Python."""
+    if not _BASE64.fullmatch(text):
+        raise binascii.Error("not strict base64: a character outside the alphabet or bad padding")
+    return binascii.a2b_base64(text)
+
+
+def _strict_base64(text: bytes) -> bytes:
+    if sys.version_info >= (3, 11):  # strict_mode is new in 3.11
+        return binascii.a2b_base64(text, strict_mode=True)
+    return strict_base64_portable(text)
 
 
 class GdbmAsciiDumpReader(Reader):
@@ -162,7 +179,7 @@ class GdbmAsciiDumpReader(Reader):
 
     def _finish(self, chunks: list[bytes], expected: int, at: int) -> bytes:
         try:
-            data = binascii.a2b_base64(b"".join(chunks), strict_mode=True) if chunks else b""
+            data = _strict_base64(b"".join(chunks)) if chunks else b""
         except binascii.Error as exc:
             raise FormatError(self.path, f"bad base64 data ({exc})", offset=at) from None
         if len(data) != expected:
