@@ -713,7 +713,7 @@ def _sniff_bdb(f: _File, hints: list[str]) -> Detection | None:
     if warnings:
         details["warnings"] = warnings
 
-    refusal = _bdb_refusal(am, details, old, sliced, compressed, blob_threshold)
+    refusal = bdb_refusal(am, details, old, sliced, compressed, blob_threshold)
     order_text = _order_name(order)
     desc = f"Berkeley DB {am} v{version}, {order_text}-endian, page size {page_size}"
     if details["checksum"]:
@@ -729,9 +729,20 @@ def _sniff_bdb(f: _File, hints: list[str]) -> Detection | None:
     return Detection(fmt, f.path, desc, details, refusal)
 
 
-def _bdb_refusal(
+def sniff_berkeley_db(path: str) -> tuple[Detection | None, list[str]]:
+    """``path`` looked at as a Berkeley DB 2.x+ file only, and the reasons when it is not one.
+
+    For the Berkeley DB reader, which must refuse (or describe) a file exactly as
+    detection does when it is called with ``--from bdb-*``.
+    """
+    hints: list[str] = []
+    return _sniff_bdb(_File(path), hints), hints
+
+
+def bdb_refusal(
     am: str, d: dict[str, Any], old: bool, sliced: bool, compressed: bool, blob_threshold: int
 ) -> str | None:
+    """Why a Berkeley DB file with these facts cannot be read, and what to do; None if it can."""
     if d["encrypted"]:
         alg = d["encrypt_alg"]
         return (

@@ -33,7 +33,7 @@ not be attributed soundly) and for recno (record numbers come from the tree).
 
 Encrypted, heap, partitioned, compressed, sliced and external-file ("blob")
 databases and pre-3.1 files are refused with :class:`UnsupportedFormatError`; the
-texts come from :mod:`shelfmigrate.detect` (``_bdb_refusal``), shared, not copied.
+texts come from :mod:`shelfmigrate.detect` (``bdb_refusal``), shared, not copied.
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def _refusal_text(
         "metaflags": 0,
         **facts,
     }
-    return _detect._bdb_refusal(am, full, old, sliced, compressed, blob_threshold)
+    return _detect.bdb_refusal(am, full, old, sliced, compressed, blob_threshold)
 
 
 def _blob_item_refusal(threshold: int) -> str:
@@ -1106,8 +1106,7 @@ class BerkeleyDBReader(Reader):
     # ---------------------------------------------------------------- opening
 
     def _sniff(self) -> _detect.Detection:
-        hints: list[str] = []
-        detection = _detect._sniff_bdb(_detect._File(self.path), hints)
+        detection, hints = _detect.sniff_berkeley_db(self.path)
         if detection is None:
             why = "; ".join(hints) if hints else "no Berkeley DB magic at offset 12"
             raise FormatError(self.path, f"not a Berkeley DB 3.1+ database: {why}")
