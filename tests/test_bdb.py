@@ -800,3 +800,11 @@ def test_cli_base_name(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert jsonl_pairs(dst) == [(None, b"alpha", b"one")]
     assert sorted(os.listdir(tmp_path)) == ["legacy.db", "out.jsonl"]
+
+
+def test_forcing_the_heap_format_still_gives_the_reason(tmp_path: Path) -> None:
+    heap = need(FIXTURES / "detect/bdb-heap.db")
+    result = run("convert", "--from", "bdb-heap", heap, tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert "heap databases are not supported" in result.stderr
+    assert "db_load -t btree" in result.stderr

@@ -399,7 +399,7 @@ def formats() -> None:
     typer.echo("writers:")
     for name in WRITERS:
         typer.echo(f"  {name:<18} {availability(name)}")
-    typer.echo("recognised, no reader in this version:")
+    typer.echo("recognised, not read (refused with the reason):")
     for name, title in RECOGNISED_WITHOUT_READER.items():
         typer.echo(f"  {name:<18} {title}")
 

@@ -1,12 +1,13 @@
 """The format registry: one line per reader or writer, imported lazily on first use.
 
 Names are the ones :mod:`shelfmigrate.detect` returns.  Formats that detection
-recognises but that have no reader in this version are listed in
+recognises but that are not read (Berkeley DB heap) are listed in
 ``RECOGNISED_WITHOUT_READER`` so that ``convert`` can say so plainly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -51,14 +52,22 @@ def load_class(dotted: str) -> Any:
 
 def reader_class(name: str, path: str | None = None) -> Any:
     """The reader class registered as ``name`` (``path`` only names the source in errors)."""
-    from ..errors import UnsupportedFormatError, UsageError
+    from ..errors import ShelfmigrateError, UnsupportedFormatError, UsageError
 
     if name in READERS:
         return load_class(READERS[name])
     if name in RECOGNISED_WITHOUT_READER:
+        why = "but shelfmigrate does not read them"
+        if path is not None:
+            from ..detect import detect
+
+            # detection's refusal says why and what to do; a file that is not even
+            # of that format keeps the plain reason
+            with contextlib.suppress(ShelfmigrateError):
+                refusal = detect(path).refusal
+                why = f"not read: {refusal}" if refusal else why
         raise UnsupportedFormatError(
-            path,
-            f"{RECOGNISED_WITHOUT_READER[name]} files are recognised, but this version has no reader for them yet",
+            path, f"{RECOGNISED_WITHOUT_READER[name]} files are recognised, {why}"
         )
     raise UsageError(f"unknown source format {name!r} (known: {', '.join(READERS)})")
 
