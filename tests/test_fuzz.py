@@ -405,7 +405,23 @@ def test_fuzz_reader(
     memory_cap: None,
 ) -> None:
     factory, reader, iterations = TARGETS[kind]
-    prepare = factory(fixtures_dir)
+    fuzz_cases(kind, factory(fixtures_dir), reader, iterations, tmp_path, capfd)
+
+
+def fuzz_cases(
+    kind: str,
+    prepare: Prepare,
+    reader: str,
+    iterations: int,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Run ``iterations`` seeded cases of ``kind`` through :func:`run_case`; assert they all pass.
+
+    ``prepare(rng, folder)`` writes one mutated input into ``folder`` and returns
+    its path and the mutations made.  Odd cases force ``reader``; even cases let
+    detection choose.  Failing inputs are kept under ``tmp_path/failures``.
+    """
     src_dir, out = tmp_path / "src", tmp_path / "out"
     failures: list[str] = []
     known: dict[str, int] = {}

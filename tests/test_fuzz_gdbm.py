@@ -27,14 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_fuzz import SEED, memory_cap, mutate_bytes, run_case  # noqa: F401 - memory_cap is a fixture
+from test_fuzz import fuzz_cases, memory_cap, mutate_bytes  # noqa: F401 - memory_cap is a fixture
 from test_gdbm import gdbm_to_big_endian, with_magic
 
 from shelfmigrate.formats.gdbm import read_header
 
 ITERATIONS = int(os.environ.get("SHELFMIGRATE_FUZZ_ITERATIONS", "120"))
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
-MAX_REPORTED = 10
 
 Prepare = Callable[[random.Random, Path], tuple[Path, list[str]]]
 
@@ -172,38 +171,7 @@ def test_fuzz_gdbm_family(
     memory_cap: None,  # noqa: F811
 ) -> None:
     prepare, reader = TARGETS[kind]
-    src_dir, out = tmp_path / "src", tmp_path / "out"
-    failures: list[str] = []
-    capfd.readouterr()
-    for iteration in range(ITERATIONS):
-        shutil.rmtree(src_dir, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
-        src_dir.mkdir()
-        out.mkdir()
-        rng = random.Random(f"{SEED}:{kind}:{iteration}")
-        src, mutations = prepare(rng, src_dir)
-        inputs = sorted(os.listdir(src_dir))
-        from_format = reader if iteration % 2 else None
-        exc, problem, elapsed = run_case(src, out, from_format)
-        err = capfd.readouterr().err
-        if problem is None and exc is None and err:
-            problem = f"wrote to stderr: {err[-300:]!r}"
-        if exc is not None:
-            problem = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
-        if problem is None and sorted(os.listdir(src_dir)) != inputs:
-            problem = f"left {sorted(set(os.listdir(src_dir)) - set(inputs))} beside the source"
-        if problem is not None:
-            keep = tmp_path / "failures" / f"{kind}-{iteration}"
-            shutil.copytree(src_dir, keep, dirs_exist_ok=True)
-            failures.append(
-                f"seed={SEED!r} kind={kind} iteration={iteration} from_format={from_format}, "
-                f"{elapsed:.2f} s: {problem}\n    mutations: {'; '.join(mutations)}\n"
-                f"    input kept in {keep}"
-            )
-    assert not failures, (
-        f"{len(failures)} of {ITERATIONS} {kind} cases failed; first ones:\n"
-        + "\n".join(failures[:MAX_REPORTED])
-    )
+    fuzz_cases(kind, prepare, reader, ITERATIONS, tmp_path, capfd)
 
 
 def test_hot_spot_mutations_are_reproducible(tmp_path: Path) -> None:
