@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import peak_rss_mib
+
 import shelfmigrate
 import shelfmigrate.formats.bdb
 import shelfmigrate.formats.jsonl
@@ -123,7 +125,7 @@ def main(src, dst):
 main(sys.argv[1], sys.argv[2])
 """
 
-#: our conversion in a child process (its peak RSS is read by child_peak_rss_mib)
+#: our conversion in a child process (its peak RSS is read by benchlib.peak_rss_mib)
 OURS_CHILD = r"""
 import sys
 import shelfmigrate
@@ -243,27 +245,6 @@ def ensure_venv(venv: Path) -> str | None:
     return str(python)
 
 
-def child_peak_rss_mib(code: str, *args: str) -> float:
-    """Peak RSS of ``python -c code args`` in MiB.
-
-    Linux carries a process's RSS high-water mark across fork+exec, so a child forked
-    straight from this (large) process would report our size, not its own. A small
-    intermediate python starts the measured process and reads RUSAGE_CHILDREN.
-    """
-    launcher = (
-        "import resource, subprocess, sys;"
-        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", launcher, sys.executable, "-c", code, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return int(result.stdout.strip()) / 1024
-
-
 def interpreter_start(python: str, repeat: int) -> float:
     best = float("inf")
     for _ in range(max(repeat, 3)):
@@ -349,7 +330,7 @@ def main() -> None:
 
         if not args.no_memory:
             print("\npeak RSS of our conversion in a child process (values raw -> JSON-lines):")
-            base = child_peak_rss_mib(IMPORT_ONLY_CHILD)
+            base = peak_rss_mib([sys.executable, "-c", IMPORT_ONLY_CHILD])
             print(f"  after imports only:      {base:6.1f} MiB")
             peaks = {}
             for n in sorted({min(100_000, args.records), args.records}):
@@ -358,7 +339,7 @@ def main() -> None:
                     mem_src = os.path.join(tmp, f"mem{n}.db")
                     make_source(mem_src, n)
                 out = os.path.join(tmp, f"mem{n}.jsonl")
-                peaks[n] = child_peak_rss_mib(OURS_CHILD, mem_src, out)
+                peaks[n] = peak_rss_mib([sys.executable, "-c", OURS_CHILD, mem_src, out])
                 os.unlink(out)
                 print(f"  {n:>9,} records:        {peaks[n]:6.1f} MiB")
             if len(peaks) == 2:

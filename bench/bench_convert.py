@@ -22,10 +22,10 @@ import json
 import os
 import shelve
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
+
+from benchlib import convert_command, peak_rss_mib
 
 import shelfmigrate
 import shelfmigrate.codecs.safepickle
@@ -92,18 +92,6 @@ def timed(func, base: str, out: str) -> float:
     return time.perf_counter() - start
 
 
-def peak_rss_child(base: str, out: str) -> float:
-    code = (
-        "import resource, subprocess, sys;"
-        f"subprocess.run([sys.executable, '-m', 'shelfmigrate', 'convert', {base + '.dat'!r}, {out!r}, '--no-progress'], check=True);"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    )
-    return int(result.stdout.strip()) / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,7 +139,9 @@ def main() -> None:
             for n in (100_000, 1_000_000):
                 mem_base = os.path.join(tmp, f"mem{n}")
                 make_shelf(mem_base, n)
-                peaks[n] = peak_rss_child(mem_base, os.path.join(tmp, f"mem{n}.sqlite"))
+                peaks[n] = peak_rss_mib(
+                    convert_command(mem_base + ".dat", os.path.join(tmp, f"mem{n}.sqlite"))
+                )
                 print(f"  peak RSS, {n:>9,} records -> SQLite: {peaks[n]:6.1f} MiB")
                 for suffix in (".dat", ".dir", ".bak"):
                     if os.path.exists(mem_base + suffix):

@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import convert_command, peak_rss_mib
+
 import shelfmigrate
 import shelfmigrate.formats.gdbm
 import shelfmigrate.formats.jsonl
@@ -107,19 +109,6 @@ def records_of(path: str) -> list[tuple[str, str]]:
     return out
 
 
-def peak_rss_child(path: str, out: str) -> float:
-    code = (
-        "import resource, subprocess, sys;"
-        f"subprocess.run([sys.executable, '-m', 'shelfmigrate', 'convert', {path!r}, {out!r},"
-        " '--values', 'raw', '--no-progress', '--overwrite'], check=True);"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    )
-    return int(result.stdout.strip()) / 1024
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,7 +160,9 @@ def main() -> None:
             f"ratio vs the faster native path: {fastest_native / ours_time:.2f}x "
             "(native time / our time; target >= 0.7x)"
         )
-        rss = peak_rss_child(path, os.path.join(tmp, "rss.jsonl"))
+        rss = peak_rss_mib(
+            convert_command(path, os.path.join(tmp, "rss.jsonl"), "--values", "raw", "--overwrite")
+        )
         print(f"peak RSS of `shelfmigrate convert --values raw` (child process): {rss:.1f} MiB")
 
 
