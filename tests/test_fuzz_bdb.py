@@ -223,6 +223,22 @@ def read_case(path: Path, options: ReadOptions) -> int:
     return count
 
 
+def _run_case(path: Path, options: ReadOptions, outcomes: dict[str, int]) -> str | None:
+    """Read one case; count its outcome, or describe the exception that is a finding."""
+    try:
+        with time_limit(CASE_BUDGET_S):
+            read_case(path, options)
+        outcomes["records"] += 1
+    except ShelfmigrateError:
+        outcomes["error"] += 1
+    except BaseException as exc:  # noqa: BLE001 - anything else is the finding
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        return f"{type(exc).__name__}: {exc} at {Path(frame.filename).name}:{frame.lineno}"
+    return None
+
+
 @pytest.mark.parametrize("base", BASES)
 def test_fuzz_bdb_reader(base: str, tmp_path: Path, memory_cap: None) -> None:  # noqa: F811
     source = BDB / f"{base}.db"
@@ -238,22 +254,13 @@ def test_fuzz_bdb_reader(base: str, tmp_path: Path, memory_cap: None) -> None:  
         salvage = base not in NO_SALVAGE and rng.random() < 0.25
         options = ReadOptions(salvage=salvage, verify_checksums=rng.random() < 0.7)
         case_path.write_bytes(data)
-        try:
-            with time_limit(CASE_BUDGET_S):
-                read_case(case_path, options)
-            outcomes["records"] += 1
-        except ShelfmigrateError:
-            outcomes["error"] += 1
-        except BaseException as exc:  # noqa: BLE001 - anything else is the finding
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+        problem = _run_case(case_path, options, outcomes)
+        if problem is not None:
             keep = tmp_path / "failures"
             keep.mkdir(exist_ok=True)
             shutil.copyfile(case_path, keep / f"{base}-{i}.db")
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
             failures.append(
-                f"seed {SEED!r} base {base} case {i} ({'; '.join(notes)}; {options}): "
-                f"{type(exc).__name__}: {exc} at {Path(frame.filename).name}:{frame.lineno}"
+                f"seed {SEED!r} base {base} case {i} ({'; '.join(notes)}; {options}): {problem}"
             )
             if len(failures) >= MAX_REPORTED:
                 break
@@ -284,17 +291,10 @@ def test_fuzz_queue_extent_files(tmp_path: Path, memory_cap: None) -> None:  # n
                 data, notes = mutate(rng, data, layout)
             (case / name).write_bytes(data)
         options = ReadOptions(salvage=rng.random() < 0.25)
-        try:
-            with time_limit(CASE_BUDGET_S):
-                read_case(case / main.name, options)
-            outcomes["records"] += 1
-        except ShelfmigrateError:
-            outcomes["error"] += 1
-        except Exception as exc:  # anything else is the finding
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
+        problem = _run_case(case / main.name, options, outcomes)
+        if problem is not None:
             failures.append(
-                f"seed {SEED!r} queue-extents case {i} ({target}: {'; '.join(notes)}): "
-                f"{type(exc).__name__}: {exc} at {Path(frame.filename).name}:{frame.lineno}"
+                f"seed {SEED!r} queue-extents case {i} ({target}: {'; '.join(notes)}): {problem}"
             )
             if len(failures) >= MAX_REPORTED:
                 break
