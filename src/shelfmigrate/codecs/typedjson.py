@@ -828,10 +828,7 @@ class _Converter:
                 else:
                     target[slot] = _float_name(obj) if plain else {"$float": _float_name(obj)}
                 continue
-            if t not in _LEAVES and t not in _CONTAINERS and not isinstance(obj, Stub):
-                obj = _reduce_once(obj, reduced)  # an allowed class with no tag: the $class form
-                t = Stub
-            if t not in _CONTAINERS and not isinstance(obj, Stub):
+            if t in _LEAVES:
                 if t is bytearray and keep and id(obj) in multi:
                     n = ids.get(id(obj))
                     if n is not None:
@@ -849,6 +846,9 @@ class _Converter:
                         raise _chars_error(max_chars)
                 target[slot] = out
                 continue
+            if t not in _CONTAINERS and not isinstance(obj, Stub):
+                obj = _reduce_once(obj, reduced)  # an allowed class with no tag: the $class form
+                t = Stub
 
             # A container.
             if depth > max_depth:
