@@ -73,6 +73,7 @@ from typing import Any
 
 from .codecs.pickleops import PickleWalkError, iter_opcodes
 from .errors import FormatError, SourceError
+from .formats._pages import is_power_of_two
 
 __all__ = [
     "FORMAT_BDB_BTREE",
@@ -244,10 +245,6 @@ class _File:
 
 def _hex(data: bytes, n: int = 16) -> str:
     return " ".join(f"{b:02x}" for b in data[:n])
-
-
-def _is_pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
 
 
 def _order_name(order: str) -> str:
@@ -591,7 +588,7 @@ def _sniff_bdb(f: _File, hints: list[str]) -> Detection | None:
     if order is None or magic is None:
         return None
     if magic == _BDB_RENAME_MAGIC:
-        if len(head) >= 512 and _is_pow2(struct.unpack_from(order + "I", head, 20)[0]):
+        if len(head) >= 512 and is_power_of_two(struct.unpack_from(order + "I", head, 20)[0]):
             raise FormatError(
                 f.path,
                 "Berkeley DB file caught in the middle of a rename (magic 0x00030800): "
@@ -611,7 +608,7 @@ def _sniff_bdb(f: _File, hints: list[str]) -> Detection | None:
 
     version, page_size = u32(16), u32(20)
     encrypt_alg, page_type, metaflags = head[24], head[25], head[26]
-    if not (_is_pow2(page_size) and 512 <= page_size <= 65536):
+    if not (is_power_of_two(page_size) and 512 <= page_size <= 65536):
         hints.append(f"Berkeley DB {am} magic at offset 12 but page size {page_size} is invalid")
         return None
     old = version < _BDB_MIN_VERSION[am]
@@ -827,7 +824,7 @@ def _bdb185_hash(f: _File, head: bytes, hints: list[str]) -> Detection | None:
             f"DB 1.85 hash magic at offset 0 but version {version} / lorder {lorder} are invalid"
         )
         return None
-    if not (_is_pow2(bsize) and bsize <= 65536 and 1 << bshift == bsize):
+    if not (is_power_of_two(bsize) and bsize <= 65536 and 1 << bshift == bsize):
         hints.append(
             f"DB 1.85 hash magic at offset 0 but bucket size {bsize} (shift {bshift}) is invalid"
         )
@@ -859,7 +856,7 @@ def _bdb185_btree(f: _File, head: bytes, order: str, hints: list[str]) -> Detect
         )
         return None
     version, psize, free, nrecs, flags = struct.unpack_from(order + "5I", head, 4)
-    if version != 3 or not (_is_pow2(psize) and 128 <= psize <= 65536):
+    if version != 3 or not (is_power_of_two(psize) and 128 <= psize <= 65536):
         hints.append(
             f"DB 1.85 btree magic at offset 0 but version {version} / page size {psize} are invalid"
         )

@@ -55,6 +55,7 @@ from ..errors import (
 )
 from ..options import ReadOptions
 from ..records import NOT_DECODED, Record
+from ._pages import PageBitmap
 from .base import Reader
 
 # --------------------------------------------------------------------------- constants
@@ -488,17 +489,15 @@ class PageFile:
             )
         return offsets
 
-    def new_visited(self) -> bytearray:
+    def new_visited(self) -> PageBitmap:
         """A one-bit-per-page map for loop detection (1/32768 of the file size)."""
-        return bytearray((self.npages >> 3) + 1)
+        return PageBitmap(self.npages)
 
-    def visit(self, visited: bytearray, pgno: int, what: str) -> None:
-        byte, bit = pgno >> 3, 1 << (pgno & 7)
-        if visited[byte] & bit:
+    def visit(self, visited: PageBitmap, pgno: int, what: str) -> None:
+        if not visited.add(pgno):
             raise self.error(
                 pgno, f"{what} reaches this page a second time (a loop or a cross-linked page)"
             )
-        visited[byte] |= bit
 
 
 def _item_ends(offsets: tuple[int, ...], page_size: int) -> tuple[int, ...] | list[int]:

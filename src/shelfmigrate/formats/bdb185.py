@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import FormatError, RecordError, SourceError, UnsupportedFormatError
 from ..records import NOT_DECODED, Record, key_from_bytes
+from ._pages import PageBitmap, is_power_of_two
 from .base import Reader
 
 HASH_MAGIC = 0x00061561
@@ -95,27 +96,6 @@ INTERNAL_HEADER_SIZE = 8
 OVERFLOW_REF_SIZE = 8  # {pgno u32, size u32} replacing an overflow key or value
 _OTHER_ORDER = {"<": ">", ">": "<"}
 _ORDER_NAME = {"<": "little", ">": "big"}
-
-
-def _is_pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-class _Bitmap:
-    """A set of page numbers in one bit per page (memory stays flat on huge files)."""
-
-    __slots__ = ("bits",)
-
-    def __init__(self, size: int):
-        self.bits = bytearray((size >> 3) + 1)
-
-    def add(self, n: int) -> bool:
-        """Mark page ``n``; False if it was marked already."""
-        byte, bit = n >> 3, 1 << (n & 7)
-        if self.bits[byte] & bit:
-            return False
-        self.bits[byte] |= bit
-        return True
 
 
 class BerkeleyDB185Reader(Reader):
@@ -242,7 +222,7 @@ class BerkeleyDB185Reader(Reader):
             raise self._error(f"header: unknown DB 1.85 hash version {version}")
         if lorder not in (LORDER_LITTLE, LORDER_BIG):
             raise self._error(f"header: byte order (lorder) {lorder} is neither 1234 nor 4321")
-        if not (_is_pow2(bsize) and HASH_MIN_BSIZE <= bsize <= HASH_MAX_BSIZE):
+        if not (is_power_of_two(bsize) and HASH_MIN_BSIZE <= bsize <= HASH_MAX_BSIZE):
             raise self._error(f"header: bucket size {bsize} is not a power of two in 64..65536")
         if 1 << bshift != bsize:
             raise self._error(f"header: bucket shift {bshift} does not match bucket size {bsize}")
@@ -336,7 +316,7 @@ class BerkeleyDB185Reader(Reader):
 
     def _hash_walk(self, collect: bool) -> Iterator[tuple[bytes, bytes]]:
         """Every pair, bucket by bucket along each chain (``collect=False``: no bytes)."""
-        visited = _Bitmap(self.npages)
+        visited = PageBitmap(self.npages)
         bsize = self.page_size
         for bucket in range(self.max_bucket + 1):
             pgno = self._bucket_page(bucket)
@@ -382,7 +362,7 @@ class BerkeleyDB185Reader(Reader):
                 pgno = next_pgno
 
     def _next_big_page(
-        self, pgno: int, words: tuple[int, ...], visited: _Bitmap
+        self, pgno: int, words: tuple[int, ...], visited: PageBitmap
     ) -> tuple[int, bytes, tuple[int, ...]]:
         n = words[0]
         if n < 4:
@@ -406,7 +386,7 @@ class BerkeleyDB185Reader(Reader):
         pgno: int,
         page: bytes,
         words: tuple[int, ...],
-        visited: _Bitmap,
+        visited: PageBitmap,
         collect: bool,
     ) -> tuple[bytes, bytes, int]:
         """Reassemble the big pair starting on ``pgno``: (key, data, next chain page or 0)."""
@@ -459,7 +439,7 @@ class BerkeleyDB185Reader(Reader):
         _, version, psize, free, nrecs, flags = _BTREE_META[order].unpack_from(head)
         if version != BTREE_VERSION:
             raise self._error(f"meta page: unknown DB 1.85 btree version {version}")
-        if not (_is_pow2(psize) and 128 <= psize <= 65536):
+        if not (is_power_of_two(psize) and 128 <= psize <= 65536):
             raise self._error(f"meta page: page size {psize} is not a power of two in 128..65536")
         self.page_size = psize
         self.npages = self.file_size // psize
@@ -520,7 +500,7 @@ class BerkeleyDB185Reader(Reader):
         internal, leaf = (P_RINTERNAL, P_RLEAF) if self.recno else (P_BINTERNAL, P_BLEAF)
         order = self.order
         pgno = ROOT_PAGE
-        seen = _Bitmap(self.npages)
+        seen = PageBitmap(self.npages)
         # Descend along the first entry of each internal page to the leftmost leaf.
         while True:
             page, _, _, ptype, lower, upper = self._btree_page(pgno, order)
@@ -541,7 +521,7 @@ class BerkeleyDB185Reader(Reader):
                 raise self._error(f"page {pgno}: internal page has no valid first entry")
             pgno = _U32[item_order].unpack_from(page, index[0] + 4)[0]
         # Walk the leaf chain.
-        leaves = _Bitmap(self.npages)
+        leaves = PageBitmap(self.npages)
         recno = 0
         previous = 0
         while True:
