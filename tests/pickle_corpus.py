@@ -1552,8 +1552,101 @@ hostile(
     lambda c: proto(2) + lit([5], 2) + lit(0, 2) + lit(9, 2) + setitem() + stop(),
     "SETITEM on a list (list[k] = v when the index exists; type confusion, torch CVE-2026-24747 family)",
     ("setitem", "list", "dict"),
-    xfail="no opcode type checks yet: SETITEM on a list assigns the index (loads [9])",
 )
+# The same, spelled other ways (each loads as a list with an item replaced
+# under plain pickle.loads): the loader must refuse every one of them.
+_SETITEM_ON_LIST = {
+    "setitems_on_list_p2": (
+        proto(2)
+        + lit([5, 6], 2)
+        + mark()
+        + lit(0, 2)
+        + lit(9, 2)
+        + lit(1, 2)
+        + lit(8, 2)
+        + setitems()
+        + stop(),
+        "SETITEMS on a list (list[0], list[1] = 9, 8)",
+    ),
+    "setitem_on_list_p0": (
+        mark() + int_text(5) + list_() + put(0) + int_text(0) + int_text(9) + setitem() + stop(),
+        "SETITEM on a protocol 0 list (MARK INT LIST PUT INT INT SETITEM)",
+    ),
+    "setitem_on_list_p1": (
+        empty_list()
+        + binput(0)
+        + binint1(5)
+        + append()
+        + binint1(0)
+        + binint1(9)
+        + setitem()
+        + stop(),
+        "SETITEM on a protocol 1 list made by EMPTY_LIST and APPEND",
+    ),
+    "setitems_on_list_p4": (
+        proto(4)
+        + frame(
+            empty_list()
+            + memoize()
+            + mark()
+            + binint1(5)
+            + binint1(6)
+            + appends()
+            + mark()
+            + binint1(1)
+            + binint1(9)
+            + setitems()
+            + stop()
+        ),
+        "SETITEMS on a list right after its APPENDS (protocol 4, framed, MEMOIZE)",
+    ),
+    "setitem_on_list_from_memo_p2": (
+        proto(2)
+        + empty_list()
+        + binput(0)
+        + binint1(5)
+        + append()
+        + pop()
+        + binget(0)
+        + binint1(0)
+        + binint1(9)
+        + setitem()
+        + stop(),
+        "SETITEM on a list fetched back from the memo (BINGET)",
+    ),
+    "setitem_on_list_in_dict_p2": (
+        proto(2)
+        + empty_dict()
+        + binput(0)
+        + lit("a", 2)
+        + empty_list()
+        + binput(1)
+        + binint1(5)
+        + append()
+        + binint1(0)
+        + binint1(9)
+        + setitem()
+        + setitem()
+        + stop(),
+        "SETITEM on the list that is the value of a dict item (loads {'a': [9]})",
+    ),
+    "setitems_on_list_under_dict_mark_p2": (
+        proto(2)
+        + empty_dict()
+        + mark()
+        + lit("a", 2)
+        + lit([5, 6], 2)
+        + mark()
+        + binint1(0)
+        + binint1(9)
+        + setitems()
+        + setitems()
+        + stop(),
+        "SETITEMS on a list inside a dict's SETITEMS batch (loads {'a': [9, 6]})",
+    ),
+}
+for _name, (_data, _covers) in _SETITEM_ON_LIST.items():
+    hostile(_name, lambda c, d=_data: d, _covers, ("setitem", "list", "dict"))
 hostile(
     "appends_on_bytearray_p5",
     lambda c: proto(5) + bytearray8(b"ab") + mark() + lit(65, 5) + appends() + stop(),
@@ -1890,7 +1983,38 @@ bad(
     mark() + binint1(1) + stop(),
     "STOP with a MARK still open (pickle returns the top item)",
     ("mark",),
-    xfail="a STOP with an open MARK is accepted (returns 1)",
+)
+# The same below other values and protocols (plain pickle.loads returns the
+# top item each time).
+bad(
+    "mark_open_p0",
+    mark() + int_text(5) + mark() + list_() + put(0) + int_text(1) + append() + stop(),
+    "protocol 0: a MARK left open below a list (loads [1])",
+    ("mark",),
+)
+bad(
+    "mark_open_below_dict_p2",
+    proto(2) + mark() + lit({"a": [1, 2]}, 2) + stop(),
+    "a MARK left open below a whole dict with a list in it",
+    ("mark",),
+)
+bad(
+    "two_marks_open_p2",
+    proto(2) + empty_list() + mark() + binint1(1) + mark() + lit({"b": (1, 2)}, 2) + stop(),
+    "two MARKs left open under nested values (loads {'b': (1, 2)})",
+    ("mark",),
+)
+bad(
+    "mark_open_after_tuple_p1",
+    mark() + mark() + binint1(1) + binint1(2) + tuple_() + stop(),
+    "the inner MARK is consumed by TUPLE, the outer one left open (loads (1, 2))",
+    ("mark",),
+)
+bad(
+    "mark_open_p4_framed",
+    proto(4) + frame(mark() + empty_list() + memoize() + binint1(1) + append() + stop()),
+    "protocol 4, framed: a MARK left open below a list (loads [1])",
+    ("mark",),
 )
 bad("get_missing", get(7) + stop(), "GET of a memo index never PUT", ("memo",))
 bad("binget_missing", binget(7) + stop(), "BINGET of a missing index", ("memo",))

@@ -637,20 +637,184 @@ def test_int_from_digits_matches_int() -> None:
         assert pickle_scan._int_from_digits(digits) == want
 
 
+def _strict(data: bytes) -> tuple[int, list[tuple[int, int]]]:
+    checks: list[tuple[int, int]] = []
+    return scan(data, 0, True, checks), checks
+
+
 def test_strict_scan_asks_for_the_structure_walk() -> None:
     small = pickle.dumps({"a": [1, 2]}, 4)
-    assert scan(small, 0, True) == len(small)
+    assert _strict(small) == (len(small), [])
+    # Deep (more container opcodes than MAX_DEPTH) but proven: only the depth
+    # of the loaded value is due (negative, nothing in the list).
     nested = pickle.dumps([[i] for i in range(2000)], 4)
     assert pickle_scan.nesting_bound(nested) > pickle_scan.MAX_DEPTH
-    assert scan(nested, 0, True) == -len(nested) and scan(nested) == len(nested)
+    assert _strict(nested) == (-len(nested), []) and scan(nested) == len(nested)
     assert pickle_scan.tuple_bound(nested) < pickle_scan.MAX_DEPTH
     assert not pickle_scan.has_bytearray8(nested)
     tuples = pickle.dumps([(i,) for i in range(2000)], 4)
     assert pickle_scan.tuple_bound(tuples) > pickle_scan.MAX_DEPTH
-    assert scan(tuples, 0, True) == -len(tuples) and scan(tuples) == len(tuples)
+    end, checks = _strict(tuples)
+    assert end == -len(tuples) and checks and scan(tuples) == len(tuples)
     ba = pickle.dumps(bytearray(b"ab"), 5)
-    assert scan(ba, 0, True) == -len(ba) and pickle_scan.has_bytearray8(ba)
+    assert _strict(ba) == (-len(ba), [(11, 22)]) and pickle_scan.has_bytearray8(ba)
     assert not pickle_scan.has_bytearray8(pickle.dumps(b"\x96", 5))
+    # Not proven by the structured run: the exact walk is asked for.
+    for data in (b"(K\x01.", P2 + b"]K\x05aK\x00K\x09s.", pickle.dumps({"x": {"y": {"z": 1}}}, 2)):
+        end, checks = _strict(data)
+        assert end == -len(data) and checks and scan(data) == len(data)
+
+
+P2 = b"\x80\x02"
+P4 = b"\x80\x04"
+
+# --------------------------------------------------------------------------
+# The structured run of a strict scan: sound (never proves what check_structure
+# refuses and the C unpickler loads), and proves what picklers write
+
+
+# Tokens for the generators: every MARK consumer, SETITEM(S), APPEND(S), the
+# makers, stack shufflers (POP, POP_MARK, DUP, BUILD, REDUCE), memo PUT/GET and
+# a few values.  No global: plain pickle.loads runs them safely.
+_TOKENS = [
+    b"(", b"t", b"l", b"d", b"e", b"u", b"s", b"a", b"0", b"1", b"2", b"]", b"}", b")",
+    b"N", b"K\x00", b"K\x01", b"\x8c\x01a", b"\x94", b"h\x00", b"\x85", b"\x86", b"\x8f",
+    b"\x90", b"\x91", b"\x88", b"b", b"R",
+]  # fmt: skip
+
+
+def _fast_verdict(data: bytes) -> str:
+    """What the strict scan says, checked against check_structure and pickle.loads."""
+    try:
+        end, checks = _strict(data)
+    except DecodeError:
+        return "refused"
+    if end < 0:
+        assert checks, data  # unproven: the exact walk is asked for
+        return "walk"
+    try:
+        pickle_scan.check_structure(data)
+    except DecodeError as exc:
+        # The structured run proved it, yet the exact walk refuses it: only
+        # sound if the C unpickler refuses it too (APPEND on a dict, ...).
+        with pytest.raises(Exception) as loaded:  # noqa: PT011 - any refusal will do
+            pickle.loads(data)
+        assert loaded.type is not AssertionError, f"proven but refused: {data!r}: {exc}"
+        return "c-refuses"
+    return "proven"
+
+
+def test_structured_run_is_sound_on_every_short_opcode_sequence() -> None:
+    """Exhaustive: every sequence of up to 3 tokens (and 4 on a subset), after PROTO 4."""
+    import itertools
+
+    verdicts: collections.Counter[str] = collections.Counter()
+    for n in range(4):
+        for seq in itertools.product(_TOKENS, repeat=n):
+            verdicts[_fast_verdict(P4 + b"".join(seq) + b".")] += 1
+    small = [b"(", b"t", b"e", b"u", b"s", b"]", b"}", b"K\x00", b"0", b"1", b"h\x00"]
+    for seq in itertools.product(small, repeat=5):
+        verdicts[_fast_verdict(P4 + b"".join(seq) + b".")] += 1
+    assert verdicts["proven"] > 1000 and verdicts["walk"] > 1000
+
+
+def test_structured_run_is_sound_on_random_and_mutated_pickles() -> None:
+    rng = random.Random(11)
+    verdicts: collections.Counter[str] = collections.Counter()
+    for _ in range(20_000):
+        body = b"".join(rng.choice(_TOKENS) for _ in range(rng.randint(1, 30)))
+        verdicts[_fast_verdict(rng.choice([b"", P2, P4]) + body + b".")] += 1
+
+    def value(depth: int) -> Any:
+        if depth <= 0 or rng.random() < 0.3:
+            return rng.choice([0, 300, "a", b"x", None, True, 1.5, "x" * rng.choice([1, 300])])
+        n = rng.choice([0, 1, 2, 3, 5])
+        kind = rng.choice("ldts")
+        if kind == "l":
+            return [value(depth - 1) for _ in range(n)]
+        if kind == "t":
+            return tuple(value(depth - 1) for _ in range(n))
+        if kind == "s":
+            return {rng.randint(0, 9) for _ in range(n)}
+        return {rng.choice(["a", "b", 1, 2]): value(depth - 1) for _ in range(n)}
+
+    # Pickler output with one or two no-argument opcodes changed, inserted or
+    # dropped: close to what the grammar takes.
+    structural = b"(tldeus012a]})\x85\x86\x8f\x90\x91"
+    for _ in range(8000):
+        data = bytearray(pickle.dumps(value(rng.randint(1, 5)), rng.randint(0, 5)))
+        verdicts[_fast_verdict(bytes(data))] += 1
+        offsets = [pos for op, _arg, pos in pickletools.genops(bytes(data)) if op.arg is None]
+        for _ in range(rng.randint(1, 2)):
+            pos = rng.choice(offsets[:-1] or [0])
+            change = rng.random()
+            if change < 0.5:
+                data[pos] = rng.choice(structural)
+            elif change < 0.75:
+                data[pos:pos] = bytes([rng.choice(structural)])
+                break
+            else:
+                del data[pos]
+                break
+        verdicts[_fast_verdict(bytes(data))] += 1
+    assert verdicts["proven"] > 5000 and verdicts["walk"] > 1000 and verdicts["c-refuses"] > 100
+
+
+def _record(i: int) -> dict[str, Any]:
+    return {"id": i, "name": f"user-{i}", "tags": ["a", "b", str(i % 7)], "score": i / 3}
+
+
+# Values the structured run proves at protocols 1 to 5 (protocol 0 too where
+# marked): what shelves hold.  Anything else takes the exact walk.
+_PROVEN: list[tuple[Any, bool]] = [
+    (_record(7), False),  # bench_convert's record: a dict with a list in it
+    ({"a": 1, "b": "x", "c": None}, True),
+    ({"a": [1, 2]}, False),  # one item whose value is a container
+    ({"a": {"b": 1, "c": 2}}, False),
+    ({"a": (1, 2, 3, 4)}, False),
+    ({1: "a"}, True),
+    ({"a": [1, 2], "b": {"c": 1}, "t": (1, 2), "e": []}, True),  # protocol 0: one level in
+    ([{"a": 1}, {"b": [1, "x"]}], True),
+    ([_record(1), _record(2)], False),  # three levels of MARK groups
+    ({"text": "x" * 1000, "tags": [1, 2]}, False),  # a long string (re-read masked)
+    ([1, 2, 3], True),
+    ((1, 2, 3, 4, 5), True),
+    ({1, 2}, True),
+    (frozenset([1]), True),
+    ({i: str(i) for i in range(300)}, True),  # LONG_BINPUT at protocols 1-3
+    (collections.OrderedDict(a=1, b=2), False),
+    (datetime.datetime(2024, 1, 2, 3, 4, 5), True),
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_structured_run_proves_what_picklers_write(protocol: int) -> None:
+    for value, also_protocol_0 in _PROVEN:
+        if protocol == 0 and not also_protocol_0:
+            continue
+        data = pickle.dumps(value, protocol)
+        assert _strict(data) == (len(data), []), (protocol, value)
+
+
+def test_structured_run_leaves_the_rest_to_the_exact_walk() -> None:
+    # Shapes outside the grammar (correct, just slower): single-key dicts
+    # nested in each other, MARK groups deeper than STRUCTURE_DEPTH, protocol
+    # 0 dicts with containers of containers as values, a dict of more than
+    # 1000 items.
+    deep_groups: Any = [1, 2]
+    for _ in range(pickle_scan.STRUCTURE_DEPTH):
+        deep_groups = [deep_groups, 1]
+    for value, protocol in (
+        ({"x": {"y": {"z": 1}}}, 2),
+        (deep_groups, 2),
+        ({"a": [{"b": 1}], "c": 1}, 0),
+        ({i: i for i in range(1001)}, 4),
+    ):
+        data = pickle.dumps(value, protocol)
+        end, checks = _strict(data)
+        assert end == -len(data) and checks == [(-1, -1)], value
+        pickle_scan.check_structure(data)
+        assert safepickle.loads(data) == value
 
 
 # --------------------------------------------------------------------------

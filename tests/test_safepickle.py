@@ -1565,16 +1565,28 @@ def test_structure_is_checked(data: bytes, message: str) -> None:
         loads(data)
 
 
-def test_structure_of_small_pickles_is_left_to_the_c_unpickler() -> None:
-    """Few tuples and no bytearray: plain C semantics on both paths (documented; the walk costs ~7 us)."""
+def test_open_mark_and_setitem_on_a_list_are_refused_on_both_paths() -> None:
+    """The C unpickler loads these (1 and [9]); the strict scan's structured run
+    cannot prove them, so the exact walk runs before loading, on both paths."""
     decoder = sp.SafeUnpickler()
-    for data, value in ((b"(K\x01.", 1), (P2 + b"]K\x05aK\x00K\x09s.", [9])):
-        decoder._try_fast = True
-        assert decoder.loads(data) == value
-        decoder._try_fast = False
-        assert decoder.loads(data) == value
-    data = P2 + glob("__builtin__", "set") + b")R0]K\x05aK\x00K\x09s."
-    assert loads(data) == [9]
+    cases = [
+        (b"(K\x01.", "STOP at offset 3 leaves 1 MARK(s) open"),
+        (P2 + b"]K\x05aK\x00K\x09s.", "SETITEM at offset 10 on a list"),
+        (P2 + b"](K\x05K\x06e(K\x00K\x09u.", "SETITEMS at offset 14 on a list"),
+        (P2 + glob("__builtin__", "set") + b")R0]K\x05aK\x00K\x09s.", "SETITEM at offset"),
+    ]
+    for data, message in cases:
+        assert pickle.loads(data) in (1, [9], [9, 6])
+        for fast in (True, False):
+            decoder._try_fast = fast
+            with pytest.raises(DecodeError, match=re.escape(message)):
+                decoder.loads(data)
+    # What picklers write still loads, on both paths.
+    for value in ({"a": [1, 2], "b": {"c": (1, 2, 3, 4)}}, [{"a": 1, "b": [2, 3]}] * 2):
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            for fast in (True, False):
+                decoder._try_fast = fast
+                assert decoder.loads(pickle.dumps(value, protocol)) == value
 
 
 def test_slice_cannot_be_allowed() -> None:

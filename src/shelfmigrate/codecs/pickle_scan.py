@@ -41,12 +41,18 @@ open MARK at STOP, SETITEM(S)/APPEND(S)/ADDITEMS on the wrong kind of object,
 stack underflow, memo misses, nesting deeper than :data:`MAX_DEPTH`, 1000, by
 depth tracked when an item is built or filled).  It costs about 7 us on a
 small pickle (the whole fast load is about 2 us), so it does not run on every
-pickle: a strict scan returns ``-end`` for a BYTEARRAY8 opcode or more
-container opcodes than MAX_DEPTH (:func:`nesting_bound`, byte counts: below
-that, nothing can nest deeper), and the loader then walks the structure before
-loading for a BYTEARRAY8 or more tuple opcodes than MAX_DEPTH
-(:func:`tuple_bound`; hashing a 1,000,000-deep tuple as a dict key overflows the
-C stack, and a tuple's depth is fixed when it is built).
+pickle.  A strict scan reads the opcodes with a *structured* run pattern (see
+"The structured run" below) that proves, in the same single regex call, that
+no MARK is left open at STOP and that every SETITEM/SETITEMS applies to a dict
+(or an object made by a global), for what picklers write (dicts, lists,
+tuples, sets, nested three MARK groups deep, ...).  It returns ``-end`` and
+asks for the walk when that run cannot prove it (another shape, a deeper
+nesting), for a BYTEARRAY8 opcode, and for more tuple opcodes than MAX_DEPTH
+(:func:`tuple_bound`; hashing a 1,000,000-deep tuple as a dict key overflows
+the C stack, and a tuple's depth is fixed when it is built); it returns
+``-end`` without asking for the walk for more container opcodes than
+MAX_DEPTH (:func:`nesting_bound`, byte counts: below that, nothing can nest
+deeper), when only the loaded value's depth must be measured.
 """
 
 from __future__ import annotations
@@ -212,6 +218,12 @@ _LINE = b"[^\n]*" + _PLUS + b"\n"
 _STRINGS = b"\x8c" + _counted(1)  # SHORT_BINUNICODE: dict keys and most text
 _SMALL = _class(b"Khq\x82") + b"."  # BININT1, BINGET, BINPUT, EXT1 (PROTO stops a run)
 # protocol 0 text opcodes: INT/LONG lines up to _SHORT_INT bytes, others up to MAX_VALUE
+# (also as two alternatives of their own, which the engine dispatches on
+# their first byte)
+_TEXTS = [
+    _class(b"FPSVg") + b"[^\n]{0,%d}" % MAX_VALUE + _PLUS + b"\n",
+    b"[IL][^\n]{0,%d}" % _SHORT_INT + _PLUS + b"\n",
+]
 _TEXT = (
     b"(?:"
     + _class(b"FPSVg")
@@ -306,6 +318,202 @@ def _matcher(cap: int | None) -> _Matcher:
     return match  # type: ignore[return-value]
 
 
+# --------------------------------------------------------------------------
+# The structured run: the same tokens, read with their MARK structure (strict scans)
+#
+# A strict scan (the loader's) reads the pickle with a second kind of run
+# pattern, :func:`_structure_pattern`, which takes the same opcodes and
+# arguments (and memo index bounds) as the run above, but only in a grammar
+# that proves the two things the C unpickler does not check and
+# :func:`check_structure` refuses: a MARK still open at STOP, and
+# SETITEM/SETITEMS on anything but a dict or an object (a list gets an index
+# assigned: ``]K\x05a K\x00 K\x09 s`` loads as ``[9]``).  When the structured
+# run reaches STOP both are proven and nothing more runs; otherwise the scan
+# returns ``-end`` and the loader runs the exact walk (about 7 us on a small
+# pickle).  Only opcodes of the pickle itself are ever matched (one regex
+# call from an opcode boundary, every token whole), so no byte of an argument
+# is ever read as an opcode.
+#
+# The grammar, and why it is sound ("T" is a *maker*: EMPTY_DICT, REDUCE,
+# NEWOBJ or NEWOBJ_EX, which push a new dict or object; PUTs and MEMOIZE may
+# follow any opcode, they do not touch the stack):
+#
+# * MARK is only taken as the opening of a group ``( BODY CONSUMER`` whose
+#   BODY is read one level deeper (STRUCTURE_DEPTH levels at most), and the
+#   MARK consumers (TUPLE, LIST, DICT, FROZENSET, OBJ, INST, APPENDS,
+#   SETITEMS, ADDITEMS, POP_MARK) only as the closing of a group; neither is
+#   taken anywhere else.  So MARKs and consumers pair up like brackets, as
+#   many of each.  The C unpickler pops one MARK per consumer or fails
+#   ("could not find MARK"), and POP removes a MARK only when nothing is above
+#   it; after such a POP some consumer would find no MARK and the load fails.
+#   So a pickle this grammar takes and the C unpickler loads has no MARK open
+#   at STOP, and the C unpickler pairs MARKs and consumers as the grammar does.
+# * SETITEMS is only taken as the consumer of a group whose MARK directly
+#   follows a T (``T ( ... SETITEMS``).  Its target is the item right below
+#   its MARK (the C unpickler's fence keeps it there): the new dict or object,
+#   which check_structure accepts.  The body is copied into this group and
+#   into the group for any other MARK (no SETITEMS), so each level has two
+#   copies of the level below (2**STRUCTURE_DEPTH copies of the innermost).
+# * SETITEM is only taken as ``T K V SETITEM`` (K and V one opcode each,
+#   pushing one item), then more ``K V SETITEM`` (the target stays on top),
+#   also after a DICT group (``( ... DICT K V SETITEM``, protocol 0 and 1),
+#   and as ``T K [maker] ( FLAT ) SETITEM`` where the group has no group
+#   inside and leaves exactly one new item: SETITEMS after EMPTY_DICT,
+#   APPENDS or ADDITEMS after EMPTY_LIST or EMPTY_SET, or a value-building
+#   consumer (TUPLE, LIST, FROZENSET, OBJ, DICT) with no maker before the
+#   MARK.  Which maker it was is captured in two groups that the alternative
+#   always sets (to the maker or to nothing); the consumer tests them with
+#   back references: ``(?!(?P=d0))`` fails exactly when d0 is empty, since
+#   the consumer byte never starts a non-empty capture (``}``, ``]``, \x8f).
+# * Everything else is a single opcode with no effect on MARKs and no SETITEM,
+#   taken as the flat run takes it.  Anything the grammar does not take
+#   (deeper groups, SETITEM in another shape, a string of 256 bytes or more)
+#   ends the structured run, and the flat walk and the exact walk decide (a
+#   string or a memo index the run patterns cannot take is first replaced, in
+#   a copy, by an opcode of the same length and stack effect, and the copy is
+#   read again: see :func:`_masked`).
+STRUCTURE_DEPTH = 3  # levels of MARK groups the structured run reads
+# Past this size the structured run is not tried (Python 3.10 has no possessive
+# repeats, so the engine keeps a backtracking frame per opcode there: small
+# pickles only); the exact walk decides.
+_STRUCTURE_MAX = MAX_PICKLE if sys.version_info >= (3, 11) else 64 << 10
+_DICT_MAKERS = b"}R\x81\x92"  # EMPTY_DICT, REDUCE, NEWOBJ, NEWOBJ_EX: a new dict or object
+_FILLED_MAKERS = b"]\x8f"  # EMPTY_LIST, EMPTY_SET (filled by APPENDS/ADDITEMS)
+_CONSUMERS = b"tld\x91oeu\x901"  # (INST, 'i', has arguments)
+# The flat run's no-argument opcodes that are plain tokens here: no MARK, no
+# consumer, no SETITEM, and none of the makers above (those are read with
+# what follows them first).
+_PLAIN_NOARG = bytes(
+    c for c in _NOARG_MATCHED if c not in b"(s" + _CONSUMERS + _DICT_MAKERS + _FILLED_MAKERS
+)
+_STRUCT_PATTERNS: dict[tuple[int, int], re.Pattern[bytes]] = {}
+
+
+def _structure_pattern(long_binput_bits: int, put_digits: int) -> re.Pattern[bytes]:
+    """The structured run pattern for a memo bound (see the comment above)."""
+    key = (long_binput_bits, put_digits)
+    pattern = _STRUCT_PATTERNS.get(key)
+    if pattern is not None:
+        return pattern
+    memo_parts = [b"\x94", b"q."]
+    args = [_STRINGS, _class(b"Khq\x82") + b".", *_TEXTS]
+    if put_digits:
+        put = b"p[0-9]{1,%d}%s\n" % (put_digits, _PLUS)
+        memo_parts.append(put)
+        args.append(put)
+    if long_binput_bits:
+        memo_parts.append(_long_binput(long_binput_bits))
+        args.append(_long_binput(long_binput_bits))
+    # Opcodes with an argument, as the flat run takes them (memo PUTs
+    # included; INST is a consumer here).  Every alternative starts with a
+    # byte or a class, so the engine skips the others at once.
+    args += [*_REST[:-1], b"c" + _LINE + _LINE]
+    memos = b"(?:" + b"|".join(memo_parts) + b")*" + _PLUS
+    # One opcode that pushes one item (K and V of SETITEM).
+    one_args = [
+        _class(b"\x8cUC\x8a") + _counted(1),
+        _class(b"Kh\x82") + b".",
+        *_TEXTS,
+        *_REST[:1],
+        *_REST[2:-1],
+        b"c" + _LINE + _LINE,
+    ]
+    one = b"(?:" + _class(b"N\x88\x89)]}\x8f") + b"|" + b"|".join(one_args) + b")"
+    pair = b"(?:" + memos + one + b"){2}" + memos + b"s"  # K V SETITEM
+    pairs = b"(?:" + pair + b")*" + _PLUS
+    # Protocol 0 and 1 values that are MARK groups with single opcodes inside
+    # (LIST then APPENDs, DICT then K V SETITEMs, a TUPLE): each MARK is
+    # consumed right away by the LIST, DICT or TUPLE of the same alternative,
+    # and each leaves one item.  The V of K V SETITEM after DICT.
+    value0 = b"|".join(
+        [
+            one,
+            b"\\(l" + memos + b"(?:" + one + memos + b"a" + memos + b")*" + _PLUS,
+            b"\\(d" + memos + b"(?:" + pair + memos + b")*" + _PLUS,
+            b"\\((?:" + memos + one + b")*" + _PLUS + memos + b"t",
+        ]
+    )
+    pairs0 = b"(?:" + memos + one + memos + b"(?:" + value0 + b")" + memos + b"s)*" + _PLUS
+    maker = _class(_DICT_MAKERS)
+    run = _class(_PLAIN_NOARG + _FILLED_MAKERS) + b"*" + _PLUS
+    flat_dict = maker + b"(?:" + pair + b")+" + _PLUS  # T K V SETITEM, more on T
+    lone = maker + b"(?!" + memos + b"\\()"  # a maker as a plain opcode (REDUCE, {} as a value)
+    # The innermost level (inside STRUCTURE_DEPTH groups) and the value of
+    # ``T K ( ... ) SETITEM`` take no SETITEM: fewer copies of the
+    # arguments, the pattern is large (2**STRUCTURE_DEPTH copies of it).
+    body = flat = run + b"(?:(?:" + b"|".join([*args, lone]) + b")" + run + b")*" + _PLUS
+    then_mark = b"(?=" + memos + b"\\()"
+    for level in range(1, STRUCTURE_DEPTH + 1):
+        # SETITEM after a group only in the two outer levels (records, and
+        # the items of a list of records): each copy costs compile time.
+        outer = level >= STRUCTURE_DEPTH - 1
+        consumers = [
+            _class(b"e\x90tl\x91o1"),
+            b"d" + pairs0 if outer else b"d",
+            b"i" + _LINE + _LINE,
+        ]
+        d, f = b"d@", b"f@"  # numbered below, one number per copy of the group
+        groups = [
+            # A MARK right after a maker: SETITEMS may consume it.
+            maker + memos + b"\\(" + body + b"[ude\x90tl\x91o1]",
+            # T K, a group with no group inside that leaves one new item,
+            # SETITEM on T (a dict with one item whose value is a container):
+            # the maker of the container the group fills is captured, in d
+            # (EMPTY_DICT) or f (EMPTY_LIST, EMPTY_SET), or both are empty;
+            # the consumer must fit (see the comment above).
+            maker
+            + memos
+            + one
+            + memos
+            + b"(?P<%s>}%s|)(?P<%s>[\\]\x8f]%s|)" % (d, then_mark, f, then_mark)
+            + memos
+            + b"\\("
+            + flat
+            + b"(?:(?!(?P=%s))u|(?!(?P=%s))[e\x90]|(?=(?P=%s))(?=(?P=%s))[tl\x91od])" % (d, f, d, f)
+            + memos
+            + b"s"
+            + pairs,
+            # Any other MARK: no SETITEMS.
+            b"\\(" + body + b"(?:" + b"|".join(consumers) + b")",
+        ]
+        repeat = b"{0,%d}" % _RUN if level == STRUCTURE_DEPTH else b"*"
+        # Most frequent first (the engine tries them in order): strings, small
+        # ints and memo PUTs, then the groups, then the rest.
+        alternatives = [*args[:2], groups[2], groups[0], *args[2:], *groups[1:2] * outer]
+        alternatives += [flat_dict, lone]
+        body = run + b"(?:(?:" + b"|".join(alternatives) + b")" + run + b")" + repeat + _PLUS
+    # The body of a level is copied into both groups of the next one: give
+    # each copy of the captures its own names (copies neither nest nor overlap).
+    pieces = body.split(b"(?P<d@>")
+    numbered = [pieces[0]]
+    for number, piece in enumerate(pieces[1:]):
+        tag = b"%d>" % number
+        numbered.append(
+            b"(?P<d" + tag + piece.replace(b"d@", b"d%d" % number).replace(b"f@", b"f%d" % number)
+        )
+    pattern = _STRUCT_PATTERNS[key] = re.compile(b"".join(numbered), re.DOTALL)
+    return pattern
+
+
+_SBY_CAP: list[_Matcher | None] = [None] * _NCAP  # structured run, by exact cap
+
+
+# The structured run takes memo indexes up to the largest of these within the
+# pickle's size (a bigger one, still within the size, stops the run and the
+# masked re-read takes it): a few patterns, each about half a second to
+# compile, instead of one per index bound.  Picklers number memo entries from
+# 0 and each costs a few bytes, so the index rarely gets past the bound.
+_STRUCTURE_CAPS = (0, 9, 99, 999, 9999, 99999, 999999, 1 << 24, MAX_PICKLE)
+
+
+def _structure_matcher(cap: int) -> _Matcher:
+    bound = max(c for c in _STRUCTURE_CAPS if c <= cap)
+    match = _structure_pattern(*_key_for(bound)).match
+    if cap < _NCAP:
+        _SBY_CAP[cap] = match
+    return match  # type: ignore[return-value]
+
+
 class Incomplete(Exception):
     """The data ends inside the pickle; more bytes are needed (streams only)."""
 
@@ -324,6 +532,7 @@ def _walk(
     strict: bool = False,
     ints: list[tuple[int, int]] | None = None,
     seen: list[tuple[int, int]] | None = None,
+    stops: list[tuple[int, int]] | None = None,
 ) -> int:
     """The walk behind :func:`scan` and :func:`scan_stream`; returns the end offset.
 
@@ -334,7 +543,8 @@ def _walk(
     bound).  ``strict`` adds the loader's refusals (a second PROTO, out-of-band
     buffers, text INT/LONG digits).  Size limits apply always.  ``ints``
     collects ``(offset, end)`` of text INT/LONG opcodes longer than the regex
-    takes (see :func:`rewrite_text_ints`), ``seen`` those of BYTEARRAY8.
+    takes (see :func:`rewrite_text_ints`), ``seen`` those of BYTEARRAY8,
+    ``stops`` those of every opcode the run pattern does not take.
     """
     size = len(data)
     final = limit is not None and limit <= size
@@ -399,6 +609,8 @@ def _walk(
                     f"pickle over a limit: {name} at offset {where} has a {end - 1 - arg}-byte "
                     f"line, more than the {MAX_VALUE}-byte limit for one value"
                 )
+            if stops is not None:
+                stops.append((pos, end))
             pos = end
             continue
         end = arg + n  # kind is _FIXED or _COUNTED
@@ -442,6 +654,8 @@ def _walk(
                     f"refused pickle: a second PROTO at offset {where} switches from {was} "
                     f"to protocol {data[arg]}"
                 )
+        if stops is not None:
+            stops.append((pos, end))
         pos = end
 
 
@@ -543,44 +757,133 @@ def scan(
     pickle's size (``len(data) - start``), and for anything over the size limits
     (see the module docstring).  With ``strict`` (the loader), also for a second
     PROTO with a different value, NEXT_BUFFER/READONLY_BUFFER and a text INT/LONG
-    that is not plain digits or has more than MAX_TEXT_DIGITS digits; a strict
-    scan returns ``-end`` (negative) when more checks are due: a BYTEARRAY8
-    opcode, or more container opcodes than MAX_DEPTH (:func:`nesting_bound`);
-    the loader then runs :func:`check_structure` before loading when there is
-    a BYTEARRAY8 (``seen``, a list, gets its ``(offset, end)``) or
-    :func:`tuple_bound` says so, and measures the loaded value's depth.  Bytes after STOP are not looked at.  ``data`` is
-    ``bytes`` or ``bytearray``.
+    that is not plain digits or has more than MAX_TEXT_DIGITS digits.
+
+    A strict scan returns ``-end`` (negative) when more checks are due, and then
+    ``seen`` (a list, when given) says whether the loader must run
+    :func:`check_structure` before loading: it gets one entry or more when the
+    structured run (see "The structured run" above) did not prove the MARK
+    structure and the SETITEM(S) targets, for a BYTEARRAY8 (its ``(offset,
+    end)``) and when :func:`tuple_bound` is over MAX_DEPTH; it stays empty when
+    only the loaded value's depth must be measured (more container opcodes than
+    MAX_DEPTH, :func:`nesting_bound`).  Bytes after STOP are not looked at.
+    ``data`` is ``bytes`` or ``bytearray``.
     """
-    # The common case in one regex call: PROTO and the FRAME that pickle.dumps
-    # puts at offset 2, then one run of opcodes that stops at STOP.
     size = len(data)
     cap = size - start
     if cap > MAX_PICKLE:
         raise DecodeError(
             f"pickle over a limit: {cap} bytes, more than the {MAX_PICKLE}-byte limit for one pickle"
         )
+    if strict:
+        # The common case in one regex call: PROTO and the FRAME that
+        # pickle.dumps puts at offset 2, then one structured run up to STOP.
+        match = _SBY_CAP[cap] if cap < _NCAP else None
+        if match is not None:
+            pos = start
+            if cap > 2 and data[start] == _PROTO:
+                pos += 2
+                if cap > 11 and data[pos] == _FRAME and _U64(data, pos + 1)[0] <= cap - 11:
+                    pos += 9
+            pos = match(data, pos).end()
+            if pos < size and data[pos] == _STOP:
+                return pos + 1 if cap <= MAX_DEPTH else _depth_checks(data, pos + 1, seen)
+        return _strict_scan(data, start, cap, seen)
     match = _BY_CAP[cap] if cap < _NCAP else _BY_BITS[min(cap.bit_length(), 64)]
     if match is not None:
-        pos = start
-        if cap > 2 and data[start] == _PROTO:
-            pos += 2
-            if cap > 11 and data[pos] == _FRAME and _U64(data, pos + 1)[0] <= cap - 11:
-                pos += 9
+        pos = _after_header(data, start, cap)
         pos = match(data, pos).end()
         if pos < size and data[pos] == _STOP:
-            if strict and cap > MAX_DEPTH and nesting_bound(data) > MAX_DEPTH:
-                return -(pos + 1)
             return pos + 1
     else:
         pos = start
-    if not strict:
-        return _walk(data, start, pos, cap, size)
-    if seen is None:
-        seen = []
-    end = _walk(data, start, pos, cap, size, True, seen=seen)
-    if seen or (cap > MAX_DEPTH and nesting_bound(data) > MAX_DEPTH):
-        return -end
-    return end
+    return _walk(data, start, pos, cap, size)
+
+
+def _after_header(data: Any, start: int, cap: int) -> int:
+    """Past PROTO and the FRAME that pickle.dumps puts at offset 2 (when it fits)."""
+    pos = start
+    if cap > 2 and data[start] == _PROTO:
+        pos += 2
+        if cap > 11 and data[pos] == _FRAME and _U64(data, pos + 1)[0] <= cap - 11:
+            pos += 9
+    return pos
+
+
+_UNPROVEN = (-1, -1)  # the entry of ``seen`` that asks for check_structure
+
+
+def _depth_checks(data: Any, end: int, seen: list[tuple[int, int]] | None) -> int:
+    """A strict scan's result for a pickle whose structure is proven (see :func:`scan`)."""
+    if nesting_bound(data) <= MAX_DEPTH:
+        return end
+    if seen is not None and tuple_bound(data) > MAX_DEPTH:
+        seen.append(_UNPROVEN)
+    return -end
+
+
+def _strict_scan(data: Any, start: int, cap: int, seen: list[tuple[int, int]] | None) -> int:
+    """:func:`scan` with ``strict``: the structured run first, the flat walk when it stops."""
+    size = len(data)
+    pos = first = _after_header(data, start, cap)
+    match = None
+    if cap <= _STRUCTURE_MAX:
+        match = _SBY_CAP[cap] if cap < _NCAP else None
+        if match is None:
+            match = _structure_matcher(cap)
+        pos = _structured(match, data, pos, size)
+        if pos < size and data[pos] == _STOP:
+            return pos + 1 if cap <= MAX_DEPTH else _depth_checks(data, pos + 1, seen)
+    # The structured run stopped (or was not tried): the flat walk checks the
+    # rest, from where the run stopped (an opcode boundary, between items).
+    arrays: list[tuple[int, int]] = []
+    stops: list[tuple[int, int]] = []
+    end = _walk(data, start, pos, cap, size, True, seen=arrays, stops=stops)
+    if not arrays and match is not None and stops:
+        # It stopped at an opcode no run pattern takes (a string of 256 bytes
+        # or more, a large memo index, ...): read the structure again with
+        # each of those replaced by an opcode of the same length and the same
+        # stack effect that the run takes.
+        masked = _masked(data, stops)
+        if masked is not None and _structured(match, masked, first, size) == end - 1:
+            return end if cap <= MAX_DEPTH else _depth_checks(data, end, seen)
+    if seen is not None:
+        seen.extend(arrays or [_UNPROVEN])
+    return -end
+
+
+def _structured(match: _Matcher, data: Any, pos: int, size: int) -> int:
+    """Where the structured run stops; it reads at most _RUN top-level items per call.
+
+    Each call starts and ends between top-level items (no MARK open, nothing
+    pending), and what the grammar proves is proven inside each item, so going
+    on from where a call ended is as sound as one call.
+    """
+    while True:
+        end = match(data, pos).end()
+        if end == pos or end >= size or data[end] == _STOP:
+            return end
+        pos = end
+
+
+# Opcodes the flat walk takes in Python, by what stands in for them in the
+# structured re-read: a value (pushes one item) or a no-op (memo PUT, FRAME, PROTO).
+_VALUE_STOPS = frozenset(b"XBT\x8b\x8d\x8eIL")
+_NEUTRAL_STOPS = frozenset(b"pr\x95\x80")
+
+
+def _masked(data: Any, stops: list[tuple[int, int]]) -> bytearray | None:
+    """A copy of ``data`` with each stop replaced by a UNICODE line or MEMOIZEs of its length."""
+    out = bytearray(data)
+    for pos, end in stops:
+        code = data[pos]
+        if code in _VALUE_STOPS:
+            out[pos:end] = b"V" + b"x" * (end - pos - 2) + b"\n"
+        elif code in _NEUTRAL_STOPS:
+            out[pos:end] = b"\x94" * (end - pos)
+        else:
+            return None
+    return out
 
 
 def has_bytearray8(data: bytes) -> bool:

@@ -86,14 +86,18 @@ rewritten as equal LONG4 of the same size (:func:`.pickle_scan.rewrite_text_ints
 non-dict, APPEND(S) on a non-list such as a bytearray, ADDITEMS on a non-set,
 stack underflow, tuples nested deeper than 1000) is a Python walk of about 7 us
 on a small pickle (the whole fast load is about 2 us), so it runs, before
-loading, only when the strict pre-scan asks for it: a BYTEARRAY8 opcode (the
-only built-in besides list that APPEND(S) extends), or more tuple opcodes than
-1000 (:func:`.pickle_scan.tuple_bound`; the C unpickler hashes a tuple used as a
-key recursively, and a 1,000,000-deep one overflows the C stack).  Otherwise a
-pickle is left to the C unpickler's semantics on both paths (the same answer
-whichever path reads it): SETITEM on a list assigns an index and STOP ignores an
-open MARK (the two corpus cases still marked xfail); stand-ins and stubs refuse
-BUILD/APPEND/SETITEM on themselves as before.
+loading, only when the strict pre-scan asks for it.  The pre-scan's structured
+run proves, in its one regex call, that no MARK is left open at STOP and that
+SETITEM/SETITEMS only fill dicts (or objects made by globals) for the shapes
+picklers write; anything else it cannot prove (a SETITEM on a list, a STOP
+with a MARK open, nesting past three MARK groups, a few rarer shapes) gets the
+walk, as do a BYTEARRAY8 opcode (the only built-in besides list that APPEND(S)
+extends) and more tuple opcodes than 1000 (:func:`.pickle_scan.tuple_bound`;
+the C unpickler hashes a tuple used as a key recursively, and a
+1,000,000-deep one overflows the C stack).  So both paths refuse SETITEM(S) on
+a list and a STOP with a MARK open, with the walk's message, and read the
+same value otherwise; stand-ins and stubs refuse BUILD/APPEND/SETITEM on
+themselves as before.
 
 Nesting depth: a value needs a container opcode per level, so a pickle with at
 most 1000 of them (:func:`.pickle_scan.nesting_bound`, byte counts) cannot nest
@@ -128,7 +132,9 @@ from typing import Any, BinaryIO
 
 from ..errors import DecodeError, ShelfmigrateError, UnsafePickleError, UsageError
 from ..stubs import Stub
+from .pickle_scan import _SBY_CAP as _STRUCTURED_BY_SIZE
 from .pickle_scan import (
+    _U64,
     MAX_DEPTH,
     Incomplete,
     check_structure,
@@ -136,7 +142,6 @@ from .pickle_scan import (
     rewrite_text_ints,
     scan,
     scan_stream,
-    tuple_bound,
 )
 
 __all__ = [
@@ -1789,15 +1794,31 @@ class SafeUnpickler:
         # The pre-scan (pickle_scan): every opcode, declared length and memo
         # index is checked before any byte reaches the C unpickler, and the
         # pickle's end is known, so the C loader reads exactly these opcodes.
-        seen: list[tuple[int, int]] = []  # BYTEARRAY8 opcodes
-        end = scan(data, 0, True, seen)
         deep = False
-        if end != len(data):
+        size = len(data)
+        # A small pickle whose structured run is compiled already: the strict
+        # scan's common case inline (what scan(data, 0, True) does first).
+        match = _STRUCTURED_BY_SIZE[size] if size < len(_STRUCTURED_BY_SIZE) else None
+        if match is not None:
+            pos = 0
+            if size > 2 and data[0] == 0x80:  # PROTO, and the FRAME pickle.dumps puts after it
+                pos = 2
+                if size > 11 and data[2] == 0x95 and _U64(data, 3)[0] <= size - 11:
+                    pos = 11
+            pos = match(data, pos).end()
+            if pos == size - 1 and data[pos] == 0x2E and size <= MAX_DEPTH:
+                end = size
+            else:
+                match = None
+        if match is None:
+            checks: list[tuple[int, int]] = []
+            end = scan(data, 0, True, checks)
+        if end != size:
             if end < 0 and -end == len(data):
-                # A BYTEARRAY8 or many container opcodes (see "Limits and
-                # structure" above): the structure walk before loading when it
-                # can matter, the depth of the loaded value when it can be deep.
-                if seen or tuple_bound(data) > MAX_DEPTH:
+                # More checks are due (see "Limits and structure" above): the
+                # exact structure walk before loading when the scan asks for
+                # it, the depth of the loaded value when it can be deep.
+                if checks:
                     check_structure(data)
                 deep = nesting_bound(data) > MAX_DEPTH
             else:
