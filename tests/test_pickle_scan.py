@@ -659,10 +659,15 @@ def test_strict_scan_asks_for_the_structure_walk() -> None:
     ba = pickle.dumps(bytearray(b"ab"), 5)
     assert _strict(ba) == (-len(ba), [(11, 22)]) and pickle_scan.has_bytearray8(ba)
     assert not pickle_scan.has_bytearray8(pickle.dumps(b"\x96", 5))
-    # Not proven by the structured run: the exact walk is asked for.
-    for data in (b"(K\x01.", P2 + b"]K\x05aK\x00K\x09s.", pickle.dumps({"x": {"y": {"z": 1}}}, 2)):
+    # Proven by neither run: the exact walk is asked for.
+    for data in (b"(K\x01.", P2 + b"]K\x05aK\x00K\x09s."):
         end, checks = _strict(data)
-        assert end == -len(data) and checks and scan(data) == len(data)
+        assert end == -len(data) and checks == [(-1, -1)] and scan(data) == len(data)
+    # A shape the structured run does not take (four MARK groups deep): the
+    # skeleton proof proves it, and says so.
+    deep = pickle.dumps({"x": [{"y": [{"z": 1, "w": 2}, 3]}, 4]}, 2)
+    assert _strict(deep) == (len(deep), [pickle_scan.BY_SKELETON])
+    assert scan(deep, 0, True, [], pickle_scan.SKIP_STRUCTURED) == len(deep)
 
 
 P2 = b"\x80\x02"
@@ -796,11 +801,11 @@ def test_structured_run_proves_what_picklers_write(protocol: int) -> None:
         assert _strict(data) == (len(data), []), (protocol, value)
 
 
-def test_structured_run_leaves_the_rest_to_the_exact_walk() -> None:
+def test_shapes_outside_the_structured_run_take_the_skeleton_proof() -> None:
     # Shapes outside the grammar (correct, just slower): single-key dicts
     # nested in each other, MARK groups deeper than STRUCTURE_DEPTH, protocol
     # 0 dicts with containers of containers as values, a dict of more than
-    # 1000 items.
+    # 1000 items.  The skeleton proof takes them, and keeps its verdict.
     deep_groups: Any = [1, 2]
     for _ in range(pickle_scan.STRUCTURE_DEPTH):
         deep_groups = [deep_groups, 1]
@@ -811,10 +816,47 @@ def test_structured_run_leaves_the_rest_to_the_exact_walk() -> None:
         ({i: i for i in range(1001)}, 4),
     ):
         data = pickle.dumps(value, protocol)
-        end, checks = _strict(data)
-        assert end == -len(data) and checks == [(-1, -1)], value
+        pickle_scan._SKELETONS.clear()
+        assert _strict(data) == (len(data), [pickle_scan.BY_SKELETON]), value
+        assert len(pickle_scan._SKELETONS) == 1 and all(pickle_scan._SKELETONS.values())
+        assert _strict(data) == (len(data), [pickle_scan.BY_SKELETON]), value
         pickle_scan.check_structure(data)
         assert safepickle.loads(data) == value
+
+
+def test_skeleton_is_one_byte_per_opcode() -> None:
+    rng = random.Random(3)
+    values: list[Any] = [
+        {"a": [1, 2.5, None, True], "b": ("x" * 300, b"y" * 70000), 10**40: {1, 2}},
+        [frozenset([1]), bytearray(b"z"), -(2**70), "\u20ac", {"k": {"k": [[]]}}],
+        collections.OrderedDict(a=1),
+        datetime.datetime(2024, 1, 2),
+    ]
+    for _ in range(200):
+        values.append([rng.random(), rng.randint(-(2**40), 2**40), str(rng.random()) * 10])
+    for value in values:
+        for protocol in PROTOCOLS:
+            data = pickle.dumps(value, protocol)
+            first = pickle_scan._after_header(data, 0, len(data))
+            stops: list[tuple[int, int]] = []
+            end = pickle_scan._walk(data, 0, first, len(data), len(data), True, stops=stops)
+            masked = pickle_scan._masked(data, stops) if stops else data
+            if masked is None:  # BYTEARRAY8: check_structure's business
+                continue
+            # The opcodes, with each masked one as its stand-in: UNICODE for a
+            # long value, one MEMOIZE per byte of a memo PUT or a FRAME (the
+            # same stack effect, or a stricter one that leaves the walk unproven).
+            sizes = dict(stops)
+            want = b""
+            for op, _arg, pos in pickletools.genops(data):
+                if pos < first:
+                    continue
+                code = op.code.encode("latin-1")
+                if pos in sizes:
+                    code = b"V" if code in b"XBT\x8b\x8d\x8eIL" else b"\x94" * (sizes[pos] - pos)
+                want += code
+            skeleton = b"".join(pickle_scan._SKELETON.findall(masked, first, end))
+            assert skeleton == want, (value, protocol)
 
 
 # --------------------------------------------------------------------------

@@ -1592,9 +1592,14 @@ def test_open_mark_and_setitem_on_a_list_are_refused_on_both_paths() -> None:
 def test_slice_cannot_be_allowed() -> None:
     # SETITEM on a list with a slice key, l[0:0] = l, doubles the list per opcode:
     # 60 opcodes would ask for 2**60 items.
+    # The bomb is refused twice over: SETITEM on a list is malformed, and the
+    # slice is a gadget that no --allow can let through.
     bomb = P2 + b"]q\x00K\x01a" + glob("builtins", "slice") + b"K\x00K\x00\x86Rh\x00s."
-    with pytest.raises(UnsafePickleError, match="slice"):
+    with pytest.raises(DecodeError, match="SETITEM at offset 32 on a list"):
         sp.loads(bomb, allow=frozenset({"builtins.slice"}))
+    lone_slice = P2 + glob("builtins", "slice") + b"K\x00K\x00\x86R."
+    with pytest.raises(UnsafePickleError, match="slice"):
+        sp.loads(lone_slice, allow=frozenset({"builtins.slice"}))
 
 
 def test_check_depth_counts_shared_and_cyclic_values() -> None:

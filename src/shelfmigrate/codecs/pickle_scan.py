@@ -747,8 +747,19 @@ def _check_index(name: str, where: int, index: int, cap: int) -> None:
         )
 
 
+# ``resume`` values of :func:`scan` besides an offset.
+RUN_STRUCTURED = -1  # run the structured run first
+SKIP_STRUCTURED = -2  # do not (shapes it did not take lately): flat walk and skeleton proof
+# The entry of ``seen`` that says the skeleton proof (not the structured run) proved the structure.
+BY_SKELETON = (-2, -2)
+
+
 def scan(
-    data: bytes, start: int = 0, strict: bool = False, seen: list[tuple[int, int]] | None = None
+    data: bytes,
+    start: int = 0,
+    strict: bool = False,
+    seen: list[tuple[int, int]] | None = None,
+    resume: int = RUN_STRUCTURED,
 ) -> int:
     """Check the opcodes of the pickle at ``data[start:]``; return the offset just past STOP.
 
@@ -776,19 +787,7 @@ def scan(
             f"pickle over a limit: {cap} bytes, more than the {MAX_PICKLE}-byte limit for one pickle"
         )
     if strict:
-        # The common case in one regex call: PROTO and the FRAME that
-        # pickle.dumps puts at offset 2, then one structured run up to STOP.
-        match = _SBY_CAP[cap] if cap < _NCAP else None
-        if match is not None:
-            pos = start
-            if cap > 2 and data[start] == _PROTO:
-                pos += 2
-                if cap > 11 and data[pos] == _FRAME and _U64(data, pos + 1)[0] <= cap - 11:
-                    pos += 9
-            pos = match(data, pos).end()
-            if pos < size and data[pos] == _STOP:
-                return pos + 1 if cap <= MAX_DEPTH else _depth_checks(data, pos + 1, seen)
-        return _strict_scan(data, start, cap, seen)
+        return _strict_scan(data, start, cap, seen, resume)
     match = _BY_CAP[cap] if cap < _NCAP else _BY_BITS[min(cap.bit_length(), 64)]
     if match is not None:
         pos = _after_header(data, start, cap)
@@ -822,16 +821,19 @@ def _depth_checks(data: Any, end: int, seen: list[tuple[int, int]] | None) -> in
     return -end
 
 
-def _strict_scan(data: Any, start: int, cap: int, seen: list[tuple[int, int]] | None) -> int:
-    """:func:`scan` with ``strict``: the structured run first, the flat walk when it stops."""
+def _strict_scan(
+    data: Any, start: int, cap: int, seen: list[tuple[int, int]] | None, resume: int
+) -> int:
+    """:func:`scan` with ``strict``: the structured run, then the flat walk and
+    the skeleton proof from where it stops (see :func:`scan` for ``resume``)."""
     size = len(data)
     pos = first = _after_header(data, start, cap)
     match = None
-    if cap <= _STRUCTURE_MAX:
+    if resume != SKIP_STRUCTURED and cap <= _STRUCTURE_MAX:
         match = _SBY_CAP[cap] if cap < _NCAP else None
         if match is None:
             match = _structure_matcher(cap)
-        pos = _structured(match, data, pos, size)
+        pos = _structured(match, data, pos if resume < 0 else resume, size)
         if pos < size and data[pos] == _STOP:
             return pos + 1 if cap <= MAX_DEPTH else _depth_checks(data, pos + 1, seen)
     # The structured run stopped (or was not tried): the flat walk checks the
@@ -839,17 +841,187 @@ def _strict_scan(data: Any, start: int, cap: int, seen: list[tuple[int, int]] | 
     arrays: list[tuple[int, int]] = []
     stops: list[tuple[int, int]] = []
     end = _walk(data, start, pos, cap, size, True, seen=arrays, stops=stops)
-    if not arrays and match is not None and stops:
-        # It stopped at an opcode no run pattern takes (a string of 256 bytes
-        # or more, a large memo index, ...): read the structure again with
-        # each of those replaced by an opcode of the same length and the same
-        # stack effect that the run takes.
-        masked = _masked(data, stops)
-        if masked is not None and _structured(match, masked, first, size) == end - 1:
-            return end if cap <= MAX_DEPTH else _depth_checks(data, end, seen)
+    if not arrays:
+        # A run stopped at an opcode no run pattern takes (a string of 256
+        # bytes or more, a large memo index, ...): read the structure again
+        # with each of those replaced by an opcode of the same length and the
+        # same stack effect that the runs take.
+        masked = _masked(data, stops) if stops else data
+        if masked is not None:
+            if match is not None and stops and _structured(match, masked, first, size) == end - 1:
+                return end if cap <= MAX_DEPTH else _depth_checks(data, end, seen)
+            if skeleton_proves(masked, first, end):
+                if seen is not None:
+                    seen.append(BY_SKELETON)
+                return end if cap <= MAX_DEPTH else _depth_checks(data, end, seen)
     if seen is not None:
         seen.extend(arrays or [_UNPROVEN])
     return -end
+
+
+# --------------------------------------------------------------------------
+# The skeleton proof: the same question for the shapes the structured run does not take
+#
+# A pickle's structure depends on its opcodes alone, not on their arguments.
+# The *skeleton* is the string of its opcode bytes (one byte per opcode, found
+# by one ``findall`` with the run patterns' own tokens, so it reads the opcodes
+# exactly as the runs do), and :func:`_skeleton_walk` proves the two facts on
+# it in Python.  Records of one store share a handful of skeletons, so each
+# verdict is kept (:data:`_SKELETONS`): a repeated shape costs the ``findall``
+# and a dict lookup.  The walk knows less than :func:`check_structure` (a memo
+# GET is of unknown kind, so a SETITEM on it is not proven), and whatever it
+# does not prove goes to check_structure, which decides.
+
+_SKELETON = re.compile(
+    b"(?=(.))(?:"
+    + b"|".join(
+        [
+            _STRINGS,
+            _class(b"Khq\x82") + b".",
+            *_TEXTS,
+            b"p[0-9]{1,%d}\n" % _MAX_PUT_DIGITS,
+            b"r....",
+            *_REST,
+            _class(_NOARG_MATCHED + b"."),
+        ]
+    )
+    + b")",
+    re.DOTALL,
+)
+_SKELETONS: dict[bytes, bool] = {}  # skeleton -> proven
+_SKELETON_CACHE_MAX = 4096  # entries (the cache is emptied when it is full)
+_SKELETON_KEY_MAX = 4096  # opcodes: longer skeletons are walked, not kept
+_SKELETON_MAX_PICKLE = 1 << 20  # bytes: larger pickles go to check_structure directly
+
+
+def skeleton_proves(data: Any, first: int, end: int) -> bool:
+    """Whether the opcodes of ``data[first:end]`` (a scanned pickle body, STOP last)
+    leave no MARK open at STOP and fill only dicts, lists and sets of the right kind.
+
+    ``data`` must be one the run patterns take whole (the original or its
+    :func:`_masked` copy).  False means "not proven" (check_structure decides).
+    """
+    if end - first > _SKELETON_MAX_PICKLE:
+        return False
+    skeleton = b"".join(_SKELETON.findall(data, first, end))
+    verdict = _SKELETONS.get(skeleton)
+    if verdict is None:
+        verdict = _skeleton_walk(skeleton)
+        if len(skeleton) <= _SKELETON_KEY_MAX:
+            if len(_SKELETONS) >= _SKELETON_CACHE_MAX:
+                _SKELETONS.clear()
+            _SKELETONS[skeleton] = verdict
+    return verdict
+
+
+# Kinds of items in the skeleton walk (a GET is of unknown kind: never a target).
+_K_ATOM, _K_LIST, _K_DICT, _K_SET, _K_OBJECT, _K_UNKNOWN = range(6)
+# opcode -> (items above the innermost MARK it needs, kind it pushes or -1)
+_SK_PUSH = {
+    **dict.fromkeys(b"NFIJKLMGSTUVXBC\x88\x89\x8a\x8b\x8c\x8d\x8e)", _K_ATOM),
+    **dict.fromkeys(b"ghj", _K_UNKNOWN),
+    **dict.fromkeys(b"c\x82\x83\x84", _K_OBJECT),
+    0x5D: _K_LIST,
+    0x7D: _K_DICT,
+    0x8F: _K_SET,
+}
+_SK_NOOP = frozenset(b"pqr\x94\x95\x80")
+# Opcodes that pop k items and push one of a kind: TUPLE1-3, REDUCE, NEWOBJ, NEWOBJ_EX, STACK_GLOBAL.
+_SK_POP_PUSH = {
+    0x85: (1, _K_ATOM),
+    0x86: (2, _K_ATOM),
+    0x87: (3, _K_ATOM),
+    0x52: (2, _K_OBJECT),
+    0x81: (2, _K_OBJECT),
+    0x92: (3, _K_OBJECT),
+    0x93: (2, _K_OBJECT),
+}
+# MARK consumers that build one item: TUPLE, FROZENSET, LIST, DICT, OBJ, INST.
+_SK_FROM_MARK = {
+    0x74: _K_ATOM,
+    0x91: _K_ATOM,
+    0x6C: _K_LIST,
+    0x64: _K_DICT,
+    0x6F: _K_OBJECT,
+    0x69: _K_OBJECT,
+}
+# Fills: opcode -> kind of target it needs (objects made by globals take any).
+_SK_FILL_ONE = {0x61: (1, _K_LIST), 0x73: (2, _K_DICT), 0x62: (1, -1)}  # APPEND, SETITEM, BUILD
+_SK_FILL_MARK = {0x65: _K_LIST, 0x75: _K_DICT, 0x90: _K_SET}  # APPENDS, SETITEMS, ADDITEMS
+
+
+def _skeleton_walk(skeleton: bytes) -> bool:
+    """The stack effects of ``skeleton``'s opcodes: True when every fill hits a
+    container of its kind (or an object made by a global), no stack underflow
+    occurs and STOP, last, finds exactly no MARK open."""
+    stack: list[int] = []
+    marks: list[int] = []
+    fence = 0  # items below the innermost MARK are out of reach
+    last = len(skeleton) - 1
+    for i, code in enumerate(skeleton):
+        kind = _SK_PUSH.get(code)
+        if kind is not None:
+            stack.append(kind)
+        elif code in _SK_NOOP:
+            if len(stack) <= fence:
+                return False
+        elif code == 0x28:  # MARK
+            marks.append(len(stack))
+            fence = len(stack)
+        elif code in _SK_POP_PUSH:
+            k, kind = _SK_POP_PUSH[code]
+            if len(stack) - k < fence:
+                return False
+            del stack[len(stack) - k :]
+            stack.append(kind)
+        elif code in _SK_FROM_MARK:
+            if not marks:
+                return False
+            m = marks.pop()
+            if code == 0x6F and len(stack) == m:  # OBJ needs its class
+                return False
+            del stack[m:]
+            fence = marks[-1] if marks else 0
+            stack.append(_SK_FROM_MARK[code])
+        elif code in _SK_FILL_ONE:
+            k, wants = _SK_FILL_ONE[code]
+            if len(stack) - k - 1 < fence:
+                return False
+            del stack[len(stack) - k :]
+            if wants >= 0 and stack[-1] != wants and stack[-1] != _K_OBJECT:
+                return False
+        elif code in _SK_FILL_MARK:
+            if not marks:
+                return False
+            m = marks.pop()
+            fence = marks[-1] if marks else 0
+            if m <= fence or m == 0:  # the target must be above the outer MARK
+                return False
+            if len(stack) > m and stack[m - 1] != _SK_FILL_MARK[code] and stack[m - 1] != _K_OBJECT:
+                return False
+            del stack[m:]
+        elif code == 0x30:  # POP: with nothing above the MARK, it removes the MARK
+            if len(stack) > fence:
+                stack.pop()
+            elif marks:
+                marks.pop()
+                fence = marks[-1] if marks else 0
+            else:
+                return False
+        elif code == 0x31:  # POP_MARK
+            if not marks:
+                return False
+            del stack[marks.pop() :]
+            fence = marks[-1] if marks else 0
+        elif code == 0x32:  # DUP
+            if len(stack) <= fence:
+                return False
+            stack.append(stack[-1])
+        elif code == _STOP:
+            return i == last and not marks and len(stack) >= 1
+        else:  # PERSID, BINPERSID, buffers, BYTEARRAY8: not proven here
+            return False
+    return False
 
 
 def _structured(match: _Matcher, data: Any, pos: int, size: int) -> int:

@@ -135,7 +135,10 @@ from ..stubs import Stub
 from .pickle_scan import _SBY_CAP as _STRUCTURED_BY_SIZE
 from .pickle_scan import (
     _U64,
+    BY_SKELETON,
     MAX_DEPTH,
+    RUN_STRUCTURED,
+    SKIP_STRUCTURED,
     Incomplete,
     check_structure,
     nesting_bound,
@@ -1758,6 +1761,8 @@ class SafeUnpickler:
         # Whether to try the fast path: False after a record that named globals,
         # True again after one that did not (records of a store look alike).
         self._try_fast = _FAST_PATH
+        # Records left before the structured pre-scan run is tried again (see loads).
+        self._structured_skip = 0
 
     # -- internals
 
@@ -1796,36 +1801,53 @@ class SafeUnpickler:
         # pickle's end is known, so the C loader reads exactly these opcodes.
         deep = False
         size = len(data)
-        # A small pickle whose structured run is compiled already: the strict
-        # scan's common case inline (what scan(data, 0, True) does first).
-        match = _STRUCTURED_BY_SIZE[size] if size < len(_STRUCTURED_BY_SIZE) else None
-        if match is not None:
-            pos = 0
-            if size > 2 and data[0] == 0x80:  # PROTO, and the FRAME pickle.dumps puts after it
-                pos = 2
-                if size > 11 and data[2] == 0x95 and _U64(data, 3)[0] <= size - 11:
-                    pos = 11
-            pos = match(data, pos).end()
-            if pos == size - 1 and data[pos] == 0x2E and size <= MAX_DEPTH:
-                end = size
-            else:
-                match = None
-        if match is None:
-            checks: list[tuple[int, int]] = []
-            end = scan(data, 0, True, checks)
+        end = -1
+        if self._structured_skip:
+            # The structured run did not take this store's last records: the
+            # flat walk and the skeleton proof straight away, and the run is
+            # tried again every _STRUCTURED_RETRY records.
+            self._structured_skip -= 1
+            resume = SKIP_STRUCTURED
+        else:
+            # A small pickle whose structured run is compiled already: the
+            # strict scan's common case inline (what scan(data, 0, True) does first).
+            resume = RUN_STRUCTURED
+            match = _STRUCTURED_BY_SIZE[size] if size < len(_STRUCTURED_BY_SIZE) else None
+            if match is not None:
+                pos = 0
+                if size > 2 and data[0] == 0x80:  # PROTO, and the FRAME pickle.dumps puts after it
+                    pos = 2
+                    if size > 11 and data[2] == 0x95 and _U64(data, 3)[0] <= size - 11:
+                        pos = 11
+                pos = match(data, pos).end()
+                if pos == size - 1 and data[pos] == 0x2E and size <= MAX_DEPTH:
+                    end = size
+                else:
+                    resume = pos
         if end != size:
-            if end < 0 and -end == len(data):
-                # More checks are due (see "Limits and structure" above): the
-                # exact structure walk before loading when the scan asks for
-                # it, the depth of the loaded value when it can be deep.
-                if checks:
-                    check_structure(data)
-                deep = nesting_bound(data) > MAX_DEPTH
-            else:
-                end = abs(end)
-                raise DecodeError(
-                    f"trailing data: {len(data) - end} bytes after STOP at offset {end}"
-                )
+            checks: list[tuple[int, int]] = []
+            end = scan(data, 0, True, checks, resume)
+            unproven = False
+            for check in checks:
+                if check is BY_SKELETON:
+                    if resume != SKIP_STRUCTURED:
+                        self._structured_skip = _STRUCTURED_RETRY
+                else:
+                    unproven = True
+            if end != size:
+                if end < 0 and -end == size:
+                    # More checks are due (see "Limits and structure" above):
+                    # the exact structure walk before loading when the scan
+                    # could not prove the structure, the depth of the loaded
+                    # value when it can be deep.
+                    if unproven:
+                        check_structure(data)
+                    deep = nesting_bound(data) > MAX_DEPTH
+                else:
+                    end = abs(end)
+                    raise DecodeError(
+                        f"trailing data: {len(data) - end} bytes after STOP at offset {end}"
+                    )
         if self._try_fast:
             # The fast path (see above).  Only this call of the C loader is
             # guarded by the audit hook: it must stay in this very function.
@@ -1935,6 +1957,9 @@ def _install_fast_path() -> bool:
 
 _FAST_PATH = False
 _FAST_PATH = _install_fast_path()
+# Records a SafeUnpickler reads with the skeleton proof alone after the
+# structured run failed to take one (records of a store look alike).
+_STRUCTURED_RETRY = 64
 _DEFAULT_DECODER = SafeUnpickler()
 _DECODERS: dict[tuple[Any, bool, str], SafeUnpickler] = {}
 
