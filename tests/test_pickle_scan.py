@@ -723,6 +723,30 @@ def test_structured_run_is_sound_on_every_short_opcode_sequence() -> None:
     assert verdicts["proven"] > 1000 and verdicts["walk"] > 1000
 
 
+# Protocol 0 tokens for the text grammar: its MARK users and fills, BUILD,
+# REDUCE, the stack shufflers, memo PUT/GET, a GLOBAL and an INST of a harmless
+# class (plain pickle.loads may run them), and a few values.
+_TEXT_TOKENS = [
+    b"(", b"t", b"l", b"d", b"s", b"a", b"b", b"R", b"0", b"1", b"2", b"N", b"I1\n",
+    b"Vx\n", b"p0\n", b"p1\n", b"g0\n", b"cbuiltins\nlist\n", b"ibuiltins\nlist\n",
+]  # fmt: skip
+
+
+def test_text_grammar_is_sound_on_protocol_0_token_sequences() -> None:
+    """Exhaustive up to 4 text tokens, then random longer ones (no PROTO: the text grammar)."""
+    import itertools
+
+    verdicts: collections.Counter[str] = collections.Counter()
+    for n in range(1, 5):
+        for seq in itertools.product(_TEXT_TOKENS, repeat=n):
+            verdicts[_fast_verdict(b"".join(seq) + b".")] += 1
+    rng = random.Random(17)
+    for _ in range(20_000):
+        body = b"".join(rng.choice(_TEXT_TOKENS) for _ in range(rng.randint(5, 40)))
+        verdicts[_fast_verdict(body + b".")] += 1
+    assert verdicts["proven"] > 500 and verdicts["walk"] > 1000
+
+
 def test_structured_run_is_sound_on_random_and_mutated_pickles() -> None:
     rng = random.Random(11)
     verdicts: collections.Counter[str] = collections.Counter()
@@ -790,6 +814,15 @@ _PROVEN: list[tuple[Any, bool]] = [
     (collections.OrderedDict(a=1, b=2), False),
     (datetime.datetime(2024, 1, 2, 3, 4, 5), True),
 ]
+# Protocol 0 values the text grammar proves: values in values, up to four levels.
+_PROVEN_TEXT: list[Any] = [
+    {"a": [{"b": 1}], "c": 1},
+    {"a": {"x": 1, "y": [1, (2, "z")]}, "b": {"x": None}},
+    {(1, 2): "a", (3, "b"): [1]},  # tuple keys
+    {"when": datetime.datetime(2020, 1, 2), "d": decimal.Decimal("1.5")},
+    {"s": {1, 2}, "f": frozenset(["x"])},
+    [_record(1), _record(2)],
+]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -799,20 +832,24 @@ def test_structured_run_proves_what_picklers_write(protocol: int) -> None:
             continue
         data = pickle.dumps(value, protocol)
         assert _strict(data) == (len(data), []), (protocol, value)
+    if protocol == 0:
+        for value in _PROVEN_TEXT:
+            data = pickle.dumps(value, 0)
+            assert _strict(data) == (len(data), []), value
 
 
 def test_shapes_outside_the_structured_run_take_the_skeleton_proof() -> None:
-    # Shapes outside the grammar (correct, just slower): single-key dicts
+    # Shapes outside the grammars (correct, just slower): single-key dicts
     # nested in each other, MARK groups deeper than STRUCTURE_DEPTH, protocol
-    # 0 dicts with containers of containers as values, a dict of more than
-    # 1000 items.  The skeleton proof takes them, and keeps its verdict.
+    # 0 values nested deeper than TEXT_DEPTH, a dict of more than 1000 items.
+    # The skeleton proof takes them, and keeps its verdict.
     deep_groups: Any = [1, 2]
     for _ in range(pickle_scan.STRUCTURE_DEPTH):
         deep_groups = [deep_groups, 1]
     for value, protocol in (
         ({"x": {"y": {"z": 1}}}, 2),
         (deep_groups, 2),
-        ({"a": [{"b": 1}], "c": 1}, 0),
+        ({"a": [{"b": [{"c": [1]}]}]}, 0),  # deeper than TEXT_DEPTH
         ({i: i for i in range(1001)}, 4),
     ):
         data = pickle.dumps(value, protocol)

@@ -79,14 +79,8 @@ def make_decoder(name: str, options: ReadOptions) -> Decoder:
         unpickler = safepickle.SafeUnpickler(
             allow=options.allow, stubs=options.stubs, py2_str=options.py2_str
         )
-        load = unpickler.loads
-
-        def decode_pickle(raw: Any) -> Any:
-            if not isinstance(raw, bytes | bytearray):
-                raise DecodeError(f"a pickle is bytes, this value is {type(raw).__name__}")
-            return load(raw)
-
-        return decode_pickle
+        # loads itself refuses a value that is not bytes, with a DecodeError.
+        return unpickler.loads
     if name == "marshal":
         from .codecs import marshal
 

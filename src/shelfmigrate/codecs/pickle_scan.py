@@ -491,8 +491,97 @@ def _structure_pattern(long_binput_bits: int, put_digits: int) -> re.Pattern[byt
         numbered.append(
             b"(?P<d" + tag + piece.replace(b"d@", b"d%d" % number).replace(b"f@", b"f%d" % number)
         )
-    pattern = _STRUCT_PATTERNS[key] = re.compile(b"".join(numbered), re.DOTALL)
+    # At offset 0 (only: ``\A`` never matches at a later ``pos``) the run also
+    # takes PROTO and the FRAME that pickle.dumps puts after it, so the loader's
+    # inline scan is one call; a later PROTO or FRAME still stops the run.
+    header = b"(?:\\A\x80.(?:\x95.{8})?)?" + _PLUS
+    # A protocol 0 pickle, also at offset 0 only: one whole value by the text
+    # grammar (see _text_value), up to its STOP; when that fails, the same run
+    # as for the other protocols.
+    text = b"(?:\\A(?=[^\x80])" + _text_value(put_digits, TEXT_DEPTH) + b"(?=\\.))?" + _PLUS
+    pattern = _STRUCT_PATTERNS[key] = re.compile(header + text + b"".join(numbered), re.DOTALL)
     return pattern
+
+
+# The text grammar: protocol 0, as Python 2's and 3's picklers write it.
+#
+# Protocol 0 fills dicts and lists one item at a time (``(d`` then ``K V
+# SETITEM`` per item, ``(l`` then ``V APPEND``), so a value nested in a value
+# is what a MARK-group grammar reads worst.  This grammar reads one whole
+# value, nested TEXT_DEPTH levels deep, and each alternative is one value: it
+# pushes exactly one item and reaches nothing below it:
+#
+# * a scalar line (INT, LONG, FLOAT, STRING, UNICODE), NONE, a memo GET, a GLOBAL;
+# * ``( DICT`` then ``KEY V SETITEM`` (the target is the new dict; KEY is a
+#   scalar or a tuple of scalars), ``( LIST`` then ``V APPEND``;
+# * ``[GLOBAL] ( V... TUPLE [REDUCE]`` (REDUCE exactly when the GLOBAL is
+#   there: a back reference to the GLOBAL's capture, tested where the next
+#   byte is TUPLE, which no GLOBAL starts with) or ``( V... INST``, then an
+#   optional ``V BUILD`` (the state: BUILD keeps its target).
+#
+# Memo PUTs may follow each value.  Every MARK is consumed in the alternative
+# that opened it, and the pickle is one value and STOP, so no MARK is open at
+# STOP.  Each level holds four copies of the level below (capture names are
+# numbered per copy).
+TEXT_DEPTH = 4  # levels of nested values the text grammar reads
+
+
+def _text_value(put_digits: int, depth: int) -> bytes:
+    """The text grammar (see above) for a memo PUT bound, ``depth`` levels deep."""
+    memos = b"(?:p[0-9]{1,%d}%s\n)*%s" % (put_digits, _PLUS, _PLUS) if put_digits else b""
+    lines2 = _LINE + _LINE
+    scalar = b"(?:" + b"|".join([*_TEXTS, b"N"]) + b")"
+    key = b"(?:" + scalar + b"|\\((?:" + scalar + memos + b")*" + _PLUS + b"t)"
+    names = iter(range(1 << 20))
+
+    def value(level: int) -> bytes:
+        if level == 0:
+            return b"(?:" + scalar + b"|c" + lines2 + b")"
+        # (A GLOBAL that a MARK follows is read as a REDUCE's: the repeats are
+        # possessive, so the first reading that fits must be the right one.)
+        leaf = b"(?:" + scalar + b"|c" + lines2 + b"(?!" + memos + b"\\())"
+        g = b"tg%d" % next(names)
+        return (
+            b"(?:"
+            + b"|".join(
+                [
+                    leaf,
+                    b"\\(d"
+                    + memos
+                    + b"(?:"
+                    + key
+                    + memos
+                    + value(level - 1)
+                    + memos
+                    + b"s"
+                    + memos
+                    + b")*"
+                    + _PLUS,
+                    b"\\(l"
+                    + memos
+                    + b"(?:"
+                    + value(level - 1)
+                    + memos
+                    + b"a"
+                    + memos
+                    + b")*"
+                    + _PLUS,
+                    b"(?P<%s>c%s%s|)\\((?:%s%s)*%s"
+                    % (g, lines2, memos, value(level - 1), memos, _PLUS)
+                    + b"(?:(?!(?P=%s))t%sR|(?=(?P=%s))(?:t|i%s))" % (g, memos, g, lines2)
+                    + memos
+                    + b"(?:"
+                    + value(level - 1)
+                    + memos
+                    + b"b"
+                    + memos
+                    + b")?",
+                ]
+            )
+            + b")"
+        )
+
+    return value(depth) + memos
 
 
 _SBY_CAP: list[_Matcher | None] = [None] * _NCAP  # structured run, by exact cap

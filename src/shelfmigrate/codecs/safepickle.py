@@ -132,9 +132,9 @@ from typing import Any, BinaryIO
 
 from ..errors import DecodeError, ShelfmigrateError, UnsafePickleError, UsageError
 from ..stubs import Stub
+from .pickle_scan import _NCAP as _SMALL_PICKLE
 from .pickle_scan import _SBY_CAP as _STRUCTURED_BY_SIZE
 from .pickle_scan import (
-    _U64,
     BY_SKELETON,
     MAX_DEPTH,
     RUN_STRUCTURED,
@@ -1700,6 +1700,11 @@ _EXT_CACHE: dict[int, Any] = copyreg._extension_cache  # type: ignore[attr-defin
 _FAST_CODE: Any = None  # SafeUnpickler.loads.__code__, set below
 
 
+class NotBytesError(DecodeError, TypeError):
+    """The value handed to the pickle decoder is not bytes (a record error in a
+    conversion, a TypeError for callers of :func:`loads`)."""
+
+
 class _GlobalInFastPath(Exception):
     """Raised by the audit hook: the pickle names a global, take the full path."""
 
@@ -1794,60 +1799,22 @@ class SafeUnpickler:
         """Decode exactly one pickle; see :func:`loads`."""
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"loads() takes bytes, not {type(data).__name__}")
+                raise NotBytesError(f"a pickle is bytes, this value is {type(data).__name__}")
             data = bytes(data)
         # The pre-scan (pickle_scan): every opcode, declared length and memo
         # index is checked before any byte reaches the C unpickler, and the
         # pickle's end is known, so the C loader reads exactly these opcodes.
-        deep = False
+        # Its common case inline: a small pickle whose structured run is
+        # compiled already and proves it (what scan(data, 0, True) does first).
         size = len(data)
-        end = -1
-        if self._structured_skip:
-            # The structured run did not take this store's last records: the
-            # flat walk and the skeleton proof straight away, and the run is
-            # tried again every _STRUCTURED_RETRY records.
-            self._structured_skip -= 1
-            resume = SKIP_STRUCTURED
+        deep = False
+        match = _STRUCTURED_BY_SIZE[size] if size < _SMALL_PICKLE else None
+        if match is None or self._structured_skip:
+            deep = self._prescan(data, RUN_STRUCTURED)
         else:
-            # A small pickle whose structured run is compiled already: the
-            # strict scan's common case inline (what scan(data, 0, True) does first).
-            resume = RUN_STRUCTURED
-            match = _STRUCTURED_BY_SIZE[size] if size < len(_STRUCTURED_BY_SIZE) else None
-            if match is not None:
-                pos = 0
-                if size > 2 and data[0] == 0x80:  # PROTO, and the FRAME pickle.dumps puts after it
-                    pos = 2
-                    if size > 11 and data[2] == 0x95 and _U64(data, 3)[0] <= size - 11:
-                        pos = 11
-                pos = match(data, pos).end()
-                if pos == size - 1 and data[pos] == 0x2E and size <= MAX_DEPTH:
-                    end = size
-                else:
-                    resume = pos
-        if end != size:
-            checks: list[tuple[int, int]] = []
-            end = scan(data, 0, True, checks, resume)
-            unproven = False
-            for check in checks:
-                if check is BY_SKELETON:
-                    if resume != SKIP_STRUCTURED:
-                        self._structured_skip = _STRUCTURED_RETRY
-                else:
-                    unproven = True
-            if end != size:
-                if end < 0 and -end == size:
-                    # More checks are due (see "Limits and structure" above):
-                    # the exact structure walk before loading when the scan
-                    # could not prove the structure, the depth of the loaded
-                    # value when it can be deep.
-                    if unproven:
-                        check_structure(data)
-                    deep = nesting_bound(data) > MAX_DEPTH
-                else:
-                    end = abs(end)
-                    raise DecodeError(
-                        f"trailing data: {len(data) - end} bytes after STOP at offset {end}"
-                    )
+            pos = match(data).end()  # (it takes PROTO and FRAME at offset 0)
+            if pos != size - 1 or data[pos] != 0x2E or size > MAX_DEPTH:
+                deep = self._prescan(data, pos)
         if self._try_fast:
             # The fast path (see above).  Only this call of the C loader is
             # guarded by the audit hook: it must stay in this very function.
@@ -1868,6 +1835,37 @@ class SafeUnpickler:
                     _check_depth(value)
                 return value
         return self._full_loads(data, False, deep)
+
+    def _prescan(self, data: bytes, resume: int) -> bool:
+        """The strict pre-scan, from where the inline structured run stopped
+        (``resume``); True when the loaded value's depth must be measured."""
+        if self._structured_skip:
+            # The structured run did not take this store's last records: the
+            # flat walk and the skeleton proof straight away, and the run is
+            # tried again every _STRUCTURED_RETRY records.
+            self._structured_skip -= 1
+            resume = SKIP_STRUCTURED
+        checks: list[tuple[int, int]] = []
+        end = scan(data, 0, True, checks, resume)
+        unproven = False
+        for check in checks:
+            if check is BY_SKELETON:
+                if resume != SKIP_STRUCTURED:
+                    self._structured_skip = _STRUCTURED_RETRY
+            else:
+                unproven = True
+        if end == len(data):
+            return False
+        if end < 0 and -end == len(data):
+            # More checks are due (see "Limits and structure" above): the
+            # exact structure walk before loading when the scan could not
+            # prove the structure, the depth of the loaded value when it can
+            # be deep.
+            if unproven:
+                check_structure(data)
+            return nesting_bound(data) > MAX_DEPTH
+        end = abs(end)
+        raise DecodeError(f"trailing data: {len(data) - end} bytes after STOP at offset {end}")
 
     def _full_loads(self, data: bytes, ascii_failed: bool = False, deep: bool = False) -> Any:
         """The C unpickler subclass, for a pickle that :func:`scan` accepted.
