@@ -1647,6 +1647,44 @@ _SETITEM_ON_LIST = {
 }
 for _name, (_data, _covers) in _SETITEM_ON_LIST.items():
     hostile(_name, lambda c, d=_data: d, _covers, ("setitem", "list", "dict"))
+# A bytearray made by the allowed builtins.bytearray constructor is not a
+# container a pickle fills: plain pickle.loads assigns b[k] = v or extends it.
+hostile(
+    "setitem_on_reduced_bytearray_p2",
+    lambda c: (
+        proto(2)
+        + call(global_("__builtin__", "bytearray"), short_binbytes(b"ab"))
+        + lit(0, 2)
+        + lit(9, 2)
+        + setitem()
+        + stop()
+    ),
+    "SETITEM on a bytearray made by REDUCE (loads bytearray(b'\\tb'))",
+    ("setitem", "bytearray"),
+)
+hostile(
+    "append_on_reduced_bytearray_p0",
+    lambda c: (
+        call(global_("__builtin__", "bytearray"), lit("ab", 0), lit("latin-1", 0))
+        + lit(65, 0)
+        + append()
+        + stop()
+    ),
+    "APPEND on a protocol 0 bytearray made by REDUCE (extends it)",
+    ("append", "bytearray"),
+)
+hostile(
+    "build_on_reduced_bytearray_p2",
+    lambda c: (
+        proto(2)
+        + call(global_("__builtin__", "bytearray"), short_binbytes(b"ab"))
+        + lit({"x": 1}, 2)
+        + build()
+        + stop()
+    ),
+    "BUILD on a bytearray made by REDUCE",
+    ("build", "bytearray"),
+)
 hostile(
     "appends_on_bytearray_p5",
     lambda c: proto(5) + bytearray8(b"ab") + mark() + lit(65, 5) + appends() + stop(),

@@ -1250,7 +1250,9 @@ def _check_items(
         return
     kind = _kind_name(target)
     if kind is None:  # an object made by a call, or unknown
-        return
+        if type(target) is not _Made or target.name != "builtins.bytearray":
+            return
+        kind = "bytearray"  # the allowlisted constructor's: filling it is type confusion
     if kind == _ITEM_TARGET[opcode]:
         if setitems:
             _check_keys(items[::2], opcode, pos)

@@ -45,9 +45,13 @@ pickle.  A strict scan reads the opcodes with a *structured* run pattern (see
 "The structured run" below) that proves, in the same single regex call, that
 no MARK is left open at STOP and that every SETITEM/SETITEMS applies to a dict
 (or an object made by a global), for what picklers write (dicts, lists,
-tuples, sets, nested three MARK groups deep, ...).  It returns ``-end`` and
-asks for the walk when that run cannot prove it (another shape, a deeper
-nesting), for a BYTEARRAY8 opcode, and for more tuple opcodes than MAX_DEPTH
+tuples, sets, nested three MARK groups deep, ...; protocol 0 values by the
+text grammar, nested four levels deep).  When that run cannot prove it
+(another shape, a deeper nesting), the *skeleton proof* (see "The skeleton
+proof" below) tries: the opcode bytes alone, walked in Python, with the
+verdict kept per skeleton (the strict scan then puts :data:`BY_SKELETON` in
+``seen``).  It returns ``-end`` and asks for the walk when neither proves it,
+for a BYTEARRAY8 opcode, and for more tuple opcodes than MAX_DEPTH
 (:func:`tuple_bound`; hashing a 1,000,000-deep tuple as a dict key overflows
 the C stack, and a tuple's depth is fixed when it is built); it returns
 ``-end`` without asking for the walk for more container opcodes than
@@ -861,13 +865,18 @@ def scan(
 
     A strict scan returns ``-end`` (negative) when more checks are due, and then
     ``seen`` (a list, when given) says whether the loader must run
-    :func:`check_structure` before loading: it gets one entry or more when the
-    structured run (see "The structured run" above) did not prove the MARK
-    structure and the SETITEM(S) targets, for a BYTEARRAY8 (its ``(offset,
-    end)``) and when :func:`tuple_bound` is over MAX_DEPTH; it stays empty when
-    only the loaded value's depth must be measured (more container opcodes than
-    MAX_DEPTH, :func:`nesting_bound`).  Bytes after STOP are not looked at.
-    ``data`` is ``bytes`` or ``bytearray``.
+    :func:`check_structure` before loading: it gets an entry other than
+    :data:`BY_SKELETON` when neither the structured run (see "The structured
+    run" above) nor the skeleton proof proved the MARK structure and the fill
+    targets, for a BYTEARRAY8 (its ``(offset, end)``) and when
+    :func:`tuple_bound` is over MAX_DEPTH; it has no such entry when only the
+    loaded value's depth must be measured (more container opcodes than
+    MAX_DEPTH, :func:`nesting_bound`).  :data:`BY_SKELETON` in ``seen`` says
+    the skeleton proof was needed.  ``resume`` is where the caller's own
+    structured run stopped (an offset), :data:`RUN_STRUCTURED` (run it here) or
+    :data:`SKIP_STRUCTURED` (go straight to the flat walk and the skeleton
+    proof).  Bytes after STOP are not looked at.  ``data`` is ``bytes`` or
+    ``bytearray``.
     """
     size = len(data)
     cap = size - start

@@ -82,22 +82,30 @@ accepts (``sys.get_int_max_str_digits()``, process-wide, never changed here)
 makes the load fail once; the pickle is then read again with those opcodes
 rewritten as equal LONG4 of the same size (:func:`.pickle_scan.rewrite_text_ints`).
 
-:func:`.pickle_scan.check_structure` (open MARK at STOP, SETITEM(S) on a
-non-dict, APPEND(S) on a non-list such as a bytearray, ADDITEMS on a non-set,
-stack underflow, tuples nested deeper than 1000) is a Python walk of about 7 us
-on a small pickle (the whole fast load is about 2 us), so it runs, before
-loading, only when the strict pre-scan asks for it.  The pre-scan's structured
-run proves, in its one regex call, that no MARK is left open at STOP and that
-SETITEM/SETITEMS only fill dicts (or objects made by globals) for the shapes
-picklers write; anything else it cannot prove (a SETITEM on a list, a STOP
-with a MARK open, nesting past three MARK groups, a few rarer shapes) gets the
-walk, as do a BYTEARRAY8 opcode (the only built-in besides list that APPEND(S)
-extends) and more tuple opcodes than 1000 (:func:`.pickle_scan.tuple_bound`;
-the C unpickler hashes a tuple used as a key recursively, and a
-1,000,000-deep one overflows the C stack).  So both paths refuse SETITEM(S) on
-a list and a STOP with a MARK open, with the walk's message, and read the
-same value otherwise; stand-ins and stubs refuse BUILD/APPEND/SETITEM on
-themselves as before.
+Structure: plain ``pickle.loads`` ignores a MARK still open at STOP and
+assigns ``list[k] = v`` for a SETITEM on a list; neither is ever written by a
+pickler, and both are refused here, on both paths, before loading.  The strict
+pre-scan proves the structure (every MARK consumed, SETITEM(S) only on a dict
+or an object made by a global, APPEND(S) only on a list or such an object,
+ADDITEMS only on a set or such an object, no stack underflow) in three steps,
+each sound on its own (see :mod:`.pickle_scan`):
+
+1. the *structured run*, the same regex call that checks the opcodes, for the
+   shapes picklers write (protocol 0 values nested four levels, binary
+   protocols three MARK groups deep): about 0.3 us more than the flat scan;
+2. otherwise the *skeleton proof*: the opcode bytes alone (one ``findall``), a
+   Python walk of their stack effects, and its verdict kept per skeleton, so a
+   store's repeated shapes cost about 3 us each.  A :class:`SafeUnpickler`
+   whose structured run failed on a record goes straight to this step for the
+   next _STRUCTURED_RETRY records (records of one store look alike);
+3. otherwise :func:`.pickle_scan.check_structure`, the exact walk with the
+   memo (about 7 us on a small pickle), which refuses with a message naming
+   the opcode.  It also runs for a BYTEARRAY8 opcode (the only built-in
+   besides list that APPEND(S) extends) and for more tuple opcodes than 1000
+   (:func:`.pickle_scan.tuple_bound`; the C unpickler hashes a tuple used as a
+   key recursively, and a 1,000,000-deep one overflows the C stack).
+
+Stand-ins and stubs refuse BUILD/APPEND/SETITEM on themselves.
 
 Nesting depth: a value needs a container opcode per level, so a pickle with at
 most 1000 of them (:func:`.pickle_scan.nesting_bound`, byte counts) cannot nest
@@ -135,6 +143,7 @@ from ..stubs import Stub
 from .pickle_scan import _NCAP as _SMALL_PICKLE
 from .pickle_scan import _SBY_CAP as _STRUCTURED_BY_SIZE
 from .pickle_scan import (
+    _U64,
     BY_SKELETON,
     MAX_DEPTH,
     RUN_STRUCTURED,
@@ -772,6 +781,32 @@ def _build_complex(*args: Any) -> complex:
     return complex(*args)
 
 
+class _LoadingBytearray(bytearray):
+    """What the ``builtins.bytearray`` stand-in builds: a bytearray that the rest
+    of the pickle cannot change.  SETITEM, APPEND(S) and BUILD on it are refused
+    (a pickler never fills a bytearray; plain ``pickle.loads`` would assign
+    ``b[k] = v`` or extend it); the post-load walk makes it an exact bytearray."""
+
+    __slots__ = ()
+
+    def __setitem__(self, *_args: Any) -> None:
+        _refuse_fill("SETITEM(S)")
+
+    def append(self, *_args: Any) -> None:
+        _refuse_fill("APPEND(S)")
+
+    extend = append
+
+    def __setstate__(self, *_args: Any) -> None:
+        _refuse_fill("BUILD")
+
+
+def _refuse_fill(opcode: str) -> None:
+    raise UnsafePickleError(
+        f"refused {opcode} on builtins.bytearray: a pickle fills only dicts, lists and sets"
+    )
+
+
 def _build_bytes_like(kind: type, what: str) -> Callable[..., Any]:
     def build(*args: Any) -> Any:
         _arity(what, args, 0, 2)
@@ -1068,7 +1103,7 @@ def _make_wrappers() -> dict[str, Any]:
     )
     w["builtins.complex"] = _factory("builtins.complex", complex, _build_complex)
     w["builtins.bytearray"] = _factory(
-        "builtins.bytearray", bytearray, _build_bytes_like(bytearray, "builtins.bytearray")
+        "builtins.bytearray", bytearray, _build_bytes_like(_LoadingBytearray, "builtins.bytearray")
     )
     w["builtins.bytes"] = _factory(
         "builtins.bytes", bytes, _build_bytes_like(bytes, "builtins.bytes")
@@ -1411,6 +1446,11 @@ class _Finisher:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
                 return raw
+        if t is _LoadingBytearray:
+            found = self.memo.get(id(x))
+            if found is None:
+                found = self.memo[id(x)] = (x, bytearray(x))
+            return found[1]
         if t is _PendingUUID:
             try:
                 x.int  # noqa: B018 - probing the slot
@@ -1807,14 +1847,16 @@ class SafeUnpickler:
         # Its common case inline: a small pickle whose structured run is
         # compiled already and proves it (what scan(data, 0, True) does first).
         size = len(data)
-        deep = False
+        deep = inline = ascii_failed = False
         match = _STRUCTURED_BY_SIZE[size] if size < _SMALL_PICKLE else None
         if match is None or self._structured_skip:
             deep = self._prescan(data, RUN_STRUCTURED)
         else:
-            pos = match(data).end()  # (it takes PROTO and FRAME at offset 0)
+            pos = match(data).end()  # (it takes PROTO and any FRAME at offset 0)
             if pos != size - 1 or data[pos] != 0x2E or size > MAX_DEPTH:
                 deep = self._prescan(data, pos)
+            else:
+                inline = True
         if self._try_fast:
             # The fast path (see above).  Only this call of the C loader is
             # guarded by the audit hook: it must stay in this very function.
@@ -1827,14 +1869,18 @@ class SafeUnpickler:
             except UnicodeDecodeError:
                 # Most likely a non-ASCII Python 2 str: the full path need not
                 # try strict ASCII again.
-                return self._full_loads(data, True, deep)
+                ascii_failed = True
             except Exception:  # anything odd: the full path decides and reports
                 pass
             else:
                 if deep:
                     _check_depth(value)
                 return value
-        return self._full_loads(data, False, deep)
+        if inline and size > 11 and data[2] == 0x95 and _U64(data, 3)[0] > size - 11:
+            # The inline run takes any FRAME at offset 0 (the C unpickler then
+            # refuses one past the end): the whole pre-scan names the problem.
+            self._prescan(data, RUN_STRUCTURED)
+        return self._full_loads(data, ascii_failed, deep)
 
     def _prescan(self, data: bytes, resume: int) -> bool:
         """The strict pre-scan, from where the inline structured run stopped
