@@ -502,7 +502,9 @@ def _structure_pattern(long_binput_bits: int, put_digits: int) -> re.Pattern[byt
     # A protocol 0 pickle, also at offset 0 only: one whole value by the text
     # grammar (see _text_value), up to its STOP; when that fails, the same run
     # as for the other protocols.
-    text = b"(?:\\A(?=[^\x80])" + _text_value(put_digits, TEXT_DEPTH) + b"(?=\\.))?" + _PLUS
+    text = b""
+    if _PLUS:  # (possessive repeats only: no backtracking into a value)
+        text = b"(?:\\A(?=[^\x80])" + _text_value(put_digits, TEXT_DEPTH) + b"(?=\\.))?+"
     pattern = _STRUCT_PATTERNS[key] = re.compile(header + text + b"".join(numbered), re.DOTALL)
     return pattern
 
@@ -545,41 +547,24 @@ def _text_value(put_digits: int, depth: int) -> bytes:
         # possessive, so the first reading that fits must be the right one.)
         leaf = b"(?:" + scalar + b"|c" + lines2 + b"(?!" + memos + b"\\())"
         g = b"tg%d" % next(names)
+        # No alternative ends with memo PUTs (the caller's come next): a run of
+        # PUTs is taken in one place only.
         return (
             b"(?:"
             + b"|".join(
                 [
                     leaf,
-                    b"\\(d"
-                    + memos
-                    + b"(?:"
-                    + key
-                    + memos
-                    + value(level - 1)
-                    + memos
-                    + b"s"
-                    + memos
-                    + b")*"
-                    + _PLUS,
-                    b"\\(l"
-                    + memos
-                    + b"(?:"
-                    + value(level - 1)
-                    + memos
-                    + b"a"
-                    + memos
-                    + b")*"
-                    + _PLUS,
+                    b"\\(d(?:" + memos + key + memos + value(level - 1) + memos + b"s)*" + _PLUS,
+                    b"\\(l(?:" + memos + value(level - 1) + memos + b"a)*" + _PLUS,
                     b"(?P<%s>c%s%s|)\\((?:%s%s)*%s"
                     % (g, lines2, memos, value(level - 1), memos, _PLUS)
                     + b"(?:(?!(?P=%s))t%sR|(?=(?P=%s))(?:t|i%s))" % (g, memos, g, lines2)
-                    + memos
                     + b"(?:"
+                    + memos
                     + value(level - 1)
                     + memos
-                    + b"b"
-                    + memos
-                    + b")?",
+                    + b"b)?"
+                    + _PLUS,
                 ]
             )
             + b")"
@@ -988,7 +973,7 @@ _SKELETON = re.compile(
 )
 _SKELETONS: dict[bytes, bool] = {}  # skeleton -> proven
 _SKELETON_CACHE_MAX = 4096  # entries (the cache is emptied when it is full)
-_SKELETON_KEY_MAX = 4096  # opcodes: longer skeletons are walked, not kept
+_SKELETON_KEY_MAX = 1024  # opcodes: longer skeletons are walked, not kept
 _SKELETON_MAX_PICKLE = 1 << 20  # bytes: larger pickles go to check_structure directly
 
 
