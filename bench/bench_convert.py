@@ -47,9 +47,9 @@ def make_value(i: int) -> dict:
     }
 
 
-def make_shelf(base: str, records: int) -> None:
-    """A real dbm.dumb shelf, written by the standard library."""
-    with shelve.Shelf(dbm.dumb.open(base, "n")) as shelf:
+def make_shelf(base: str, records: int, protocol: int | None = None) -> None:
+    """A real dbm.dumb shelf, written by the standard library (``shelve``'s protocol by default)."""
+    with shelve.Shelf(dbm.dumb.open(base, "n"), protocol=protocol) as shelf:
         for i in range(records):
             shelf[f"key-{i:08d}"] = make_value(i)
 

@@ -22,7 +22,10 @@ hand-built pipeline is what convert() does.  The SQLite outputs of the safe and
 plain runs are compared row by row, and the plain run asserts that the patched
 decoder really decoded every record.
 
-    python bench/bench_safe_vs_plain.py [--records 200000] [--repeat 3]
+    python bench/bench_safe_vs_plain.py [--records 200000] [--repeat 3] [--protocol N]
+
+``--protocol 0`` measures a shelf as Python 2 wrote it (text pickles, nested
+values filled one SETITEM at a time), which the pre-scan's text grammar reads.
 """
 
 from __future__ import annotations
@@ -134,16 +137,26 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--protocol",
+        type=int,
+        default=None,
+        help="pickle protocol of the shelf (default: shelve's, 4; 0 is what Python 2 shelves hold)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="shelfmigrate-bench-") as tmp:
         base = os.path.join(tmp, "shelf")
         start = time.perf_counter()
-        make_shelf(base, args.records)
+        make_shelf(base, args.records, args.protocol)
         src = base + ".dat"
         print(f"shelfmigrate imported from {os.path.dirname(shelfmigrate.__file__)}")
+        protocol = (
+            "shelve's default protocol" if args.protocol is None else f"protocol {args.protocol}"
+        )
         print(
-            f"made a {args.records:,}-record dbm.dumb shelf in {time.perf_counter() - start:.1f} s"
+            f"made a {args.records:,}-record dbm.dumb shelf ({protocol}) "
+            f"in {time.perf_counter() - start:.1f} s"
         )
 
         # correctness first (untimed): the patch is really used, and the outputs agree

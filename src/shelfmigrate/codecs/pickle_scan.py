@@ -520,15 +520,13 @@ def _structure_pattern(long_binput_bits: int, put_digits: int) -> re.Pattern[byt
 # * a scalar line (INT, LONG, FLOAT, STRING, UNICODE), NONE, a memo GET, a GLOBAL;
 # * ``( DICT`` then ``KEY V SETITEM`` (the target is the new dict; KEY is a
 #   scalar or a tuple of scalars), ``( LIST`` then ``V APPEND``;
-# * ``[GLOBAL] ( V... TUPLE [REDUCE]`` (REDUCE exactly when the GLOBAL is
-#   there: a back reference to the GLOBAL's capture, tested where the next
-#   byte is TUPLE, which no GLOBAL starts with) or ``( V... INST``, then an
-#   optional ``V BUILD`` (the state: BUILD keeps its target).
+# * ``GLOBAL ( V... TUPLE REDUCE``, ``( V... TUPLE`` or ``( V... INST``;
+# * any of these, then optionally ``V BUILD`` (the state: BUILD keeps its
+#   target; BUILD on a value that takes none is the C unpickler's refusal).
 #
 # Memo PUTs may follow each value.  Every MARK is consumed in the alternative
 # that opened it, and the pickle is one value and STOP, so no MARK is open at
-# STOP.  Each level holds four copies of the level below (capture names are
-# numbered per copy).
+# STOP.  Each level holds five copies of the level below.
 TEXT_DEPTH = 4  # levels of nested values the text grammar reads
 
 
@@ -538,7 +536,6 @@ def _text_value(put_digits: int, depth: int) -> bytes:
     lines2 = _LINE + _LINE
     scalar = b"(?:" + b"|".join([*_TEXTS, b"N"]) + b")"
     key = b"(?:" + scalar + b"|\\((?:" + scalar + memos + b")*" + _PLUS + b"t)"
-    names = iter(range(1 << 20))
 
     def value(level: int) -> bytes:
         if level == 0:
@@ -546,27 +543,29 @@ def _text_value(put_digits: int, depth: int) -> bytes:
         # (A GLOBAL that a MARK follows is read as a REDUCE's: the repeats are
         # possessive, so the first reading that fits must be the right one.)
         leaf = b"(?:" + scalar + b"|c" + lines2 + b"(?!" + memos + b"\\())"
-        g = b"tg%d" % next(names)
+        inner = value(level - 1)
+        items = b"\\((?:" + inner + memos + b")*" + _PLUS
         # No alternative ends with memo PUTs (the caller's come next): a run of
-        # PUTs is taken in one place only.
+        # PUTs is taken in one place only.  No capture groups either: the
+        # engine saves every group set so far at each repeat, so groups here,
+        # tried first, would slow down the whole run.
         return (
             b"(?:"
             + b"|".join(
                 [
                     leaf,
-                    b"\\(d(?:" + memos + key + memos + value(level - 1) + memos + b"s)*" + _PLUS,
-                    b"\\(l(?:" + memos + value(level - 1) + memos + b"a)*" + _PLUS,
-                    b"(?P<%s>c%s%s|)\\((?:%s%s)*%s"
-                    % (g, lines2, memos, value(level - 1), memos, _PLUS)
-                    + b"(?:(?!(?P=%s))t%sR|(?=(?P=%s))(?:t|i%s))" % (g, memos, g, lines2)
-                    + b"(?:"
-                    + memos
-                    + value(level - 1)
-                    + memos
-                    + b"b)?"
-                    + _PLUS,
+                    b"\\(d(?:" + memos + key + memos + inner + memos + b"s)*" + _PLUS,
+                    b"\\(l(?:" + memos + inner + memos + b"a)*" + _PLUS,
+                    b"c" + lines2 + memos + items + b"t" + memos + b"R",
+                    items + b"(?:t|i" + lines2 + b")",
                 ]
             )
+            + b"(?:"
+            + memos
+            + inner
+            + memos
+            + b"b)?"
+            + _PLUS
             + b")"
         )
 
