@@ -638,8 +638,9 @@ def test_int_from_digits_matches_int() -> None:
 
 
 def _strict(data: bytes) -> tuple[int, list[tuple[int, int]]]:
+    """The loader's strict scan, structured run first (compiled if need be)."""
     checks: list[tuple[int, int]] = []
-    return scan(data, 0, True, checks), checks
+    return scan(data, 0, True, checks, pickle_scan.RUN_STRUCTURED), checks
 
 
 def test_strict_scan_asks_for_the_structure_walk() -> None:

@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shelfmigrate.codecs import pickle_scan
 from shelfmigrate.codecs import safepickle as sp
 from shelfmigrate.codecs.safepickle import (
     DEFAULT_ALLOWLIST,
@@ -1629,3 +1630,39 @@ def test_check_depth_counts_shared_and_cyclic_values() -> None:
     sp._check_depth([cyclic, {1: (cyclic,)}, Stub("m.C", args=[cyclic])])
     with pytest.raises(DecodeError, match="more than 1000 levels"):
         sp._check_depth([Stub("m.C", args=[chain(1001)])])
+
+
+@pytest.fixture
+def no_compiled_structured_runs() -> Any:
+    """Forget the compiled structured-run patterns for one test (restored after)."""
+    patterns, sizes = dict(pickle_scan._STRUCT_PATTERNS), list(pickle_scan._SBY_CAP)
+    pickle_scan._STRUCT_PATTERNS.clear()
+    pickle_scan._SBY_CAP[:] = [None] * len(sizes)  # in place: the loader holds this list
+    try:
+        yield
+    finally:
+        pickle_scan._STRUCT_PATTERNS.update(patterns)
+        pickle_scan._SBY_CAP[:] = sizes
+
+
+def test_structured_run_is_compiled_only_for_a_long_run_of_records(
+    no_compiled_structured_runs: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its pattern takes about half a second to compile: a small conversion
+    # never pays that, the skeleton proof reads its records.
+    monkeypatch.setattr(sp, "_COMPILE_AFTER", 10)
+    unpickler = sp.SafeUnpickler()
+    data = pickle.dumps({"a": [1, 2], "b": {"c": None}}, 4)
+    bad = P2 + b"]q\x00K\x05aK\x00K\x09s."
+    for _ in range(5):  # ten records
+        assert unpickler.loads(data) == {"a": [1, 2], "b": {"c": None}}
+        with pytest.raises(DecodeError, match="SETITEM at offset 12 on a list"):
+            unpickler.loads(bad)
+    assert not pickle_scan._STRUCT_PATTERNS
+    assert unpickler.loads(data) == {"a": [1, 2], "b": {"c": None}}
+    assert pickle_scan._STRUCT_PATTERNS and pickle_scan._SBY_CAP[len(data)] is not None
+    # Compiled once, it serves every unpickler at once.
+    assert sp.SafeUnpickler()._uncompiled == 0
+    assert sp.loads(data) == {"a": [1, 2], "b": {"c": None}}
+    with pytest.raises(DecodeError, match="SETITEM at offset 12 on a list"):
+        unpickler.loads(bad)
