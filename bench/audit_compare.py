@@ -476,6 +476,20 @@ def report(cases, results, speed, args, total_bytes, canary_ran) -> None:
         det = sum(res[i]["flagged"] for i in hostile)
         dos = sum(res[i]["flagged"] for i in by_kind(tool, "dos"))
         mal = sum(res[i]["flagged"] for i in by_kind(tool, "malformed"))
+        # Our audit calls a record it cannot read "unreadable" (exit 2, a
+        # failure under every --fail-on): shown beside the dangerous count.
+        unreadable = {
+            kind: sum(
+                1
+                for i in by_kind(tool, kind)
+                if not res[i]["flagged"] and res[i].get("verdict") == "unreadable"
+            )
+            for kind in ("dos", "malformed")
+        }
+        dos = f"{dos} ({unreadable['dos']} more unreadable)" if unreadable["dos"] else dos
+        mal = (
+            f"{mal} ({unreadable['malformed']} more unreadable)" if unreadable["malformed"] else mal
+        )
         fa = sum(false_alarm(tool, i) for i in legit)
         statuses = [res[i]["status"] for i in range(len(cases))]
         errs = (

@@ -833,7 +833,7 @@ def test_structured_run_proves_what_picklers_write(protocol: int) -> None:
             continue
         data = pickle.dumps(value, protocol)
         assert _strict(data) == (len(data), []), (protocol, value)
-    if protocol == 0:
+    if protocol == 0 and pickle_scan._PLUS:  # (the text grammar needs possessive repeats: 3.11)
         for value in _PROVEN_TEXT:
             data = pickle.dumps(value, 0)
             assert _strict(data) == (len(data), []), value
