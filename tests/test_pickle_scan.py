@@ -901,7 +901,7 @@ def test_skeleton_is_one_byte_per_opcode() -> None:
                 if pos in sizes:
                     code = b"V" if code in b"XBT\x8b\x8d\x8eIL" else b"\x94" * (sizes[pos] - pos)
                 want += code
-            skeleton = b"".join(pickle_scan._SKELETON.findall(masked, first, end))
+            skeleton = b"".join(pickle_scan.SKELETON.findall(masked, first, end))
             assert skeleton == want, (value, protocol)
 
 

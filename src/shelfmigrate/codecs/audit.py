@@ -1394,18 +1394,10 @@ def _text_number(
 _RUN_CAP = 2000  # opcodes per match() (bounds the regex engine's backtracking stack)
 
 
-def _escape_class(codes: Iterable[int]) -> bytes:
-    return b"[" + b"".join(re.escape(bytes([c])) for c in sorted(codes)) + b"]"
-
-
-def _counted_small(width: int, body: bytes = b".") -> bytes:
-    """Any length below 256 in ``width`` little-endian bytes, then that many ``body`` bytes."""
-    pad = b"\x00" * (width - 1)
-    return (
-        b"(?:"
-        + b"|".join(re.escape(bytes([n]) + pad) + body + b"{%d}" % n for n in range(256))
-        + b")"
-    )
+# Regex helpers shared with the loader's pre-scan: a class of byte values, and
+# a length below 256 followed by that many items.
+_escape_class = pickle_scan._class
+_counted_small = pickle_scan._counted
 
 
 _ASCII = rb"[\x00-\x7f]"
@@ -1601,55 +1593,8 @@ _COUNTED_LOOK: dict[int, tuple[int, bool, bool]] = {
 _PLUS = b"+" if sys.version_info >= (3, 11) else b""
 
 
-def _token_pattern() -> re.Pattern[bytes]:
-    """Opcodes with their arguments, the opcode bytes in group 1.
-
-    Each match is a run of opcodes without an argument and at most one opcode
-    with one (its argument matched by a lookbehind on the opcode), so
-    ``b"".join(findall(pickle))`` gives the opcode bytes, in C.  Used on plain data
-    the run patterns have already taken; 4- and 8-byte lengths of 256 or more are
-    not matched (those pickles use :func:`_opcodes_of`).
-    """
-    import pickletools
-
-    noarg: set[int] = set()
-    shapes: dict[bytes, set[int]] = {}
-    for op in pickletools.opcodes:
-        arg = op.arg
-        if arg is None:
-            noarg.add(ord(op.code))
-            continue
-        if arg.n >= 0:
-            shape = b".{%d}" % arg.n
-        elif arg.n == pickletools.UP_TO_NEWLINE:
-            shape = b"[^\n]*\n" * (2 if arg.name == "stringnl_noescape_pair" else 1)
-        elif arg.n == pickletools.TAKEN_FROM_ARGUMENT1:
-            shape = _counted_small(1)
-        elif arg.n == pickletools.TAKEN_FROM_ARGUMENT8U:
-            shape = _counted_small(8)
-        else:
-            shape = _counted_small(4)
-        shapes.setdefault(shape, set()).add(ord(op.code))
-    # SHORT_BINUNICODE's shape first: the most common opcode with an argument.
-    alternatives = sorted(shapes.items(), key=lambda item: (0x8C not in item[1], len(item[0])))
-    args = set().union(*shapes.values())
-    source = b"|".join(
-        b"(?<=" + _escape_class(codes) + b")" + shape for shape, codes in alternatives
-    )
-    return re.compile(
-        b"("
-        + _escape_class(noarg)
-        + b"*"
-        + _PLUS
-        + _escape_class(args)
-        + b"?)(?:"
-        + source
-        + b"|)",
-        re.DOTALL,
-    )
-
-
-_TOKENS = _token_pattern()
+# The opcode bytes of a pickle, one ``findall`` (the loader's skeleton pattern).
+_TOKENS = pickle_scan.SKELETON
 
 
 def _opcodes_of(data: Any, start: int, end: int) -> bytes:

@@ -64,7 +64,7 @@ from __future__ import annotations
 import re
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import DecodeError
@@ -201,15 +201,17 @@ MAX_DEPTH = 1000  # levels of nested containers
 _SHORT_INT = 640
 
 
-def _class(chars: bytes) -> bytes:
-    return b"[" + b"".join(re.escape(bytes([c])) for c in chars) + b"]"
+def _class(chars: Iterable[int]) -> bytes:
+    """A regex class of the byte values ``chars`` (bytes, or any iterable of ints)."""
+    return b"[" + b"".join(re.escape(bytes([c])) for c in sorted(chars)) + b"]"
 
 
-def _counted(width: int) -> bytes:
-    """An alternation over the 256 lengths below 256, written in ``width`` bytes."""
+def _counted(width: int, body: bytes = b".") -> bytes:
+    """Any length below 256 in ``width`` little-endian bytes, then that many ``body`` items."""
     pad = b"\x00" * (width - 1)
     branches = [
-        re.escape(bytes([n]) + pad) + (b"." * n if n < 4 else b".{%d}" % n) for n in range(256)
+        re.escape(bytes([n]) + pad) + (body * n if n < 4 else body + b"{%d}" % n)
+        for n in range(256)
     ]
     return b"(?:" + b"|".join(branches) + b")"
 
@@ -966,22 +968,47 @@ def _strict_scan(
 # GET is of unknown kind, so a SETITEM on it is not proven), and whatever it
 # does not prove goes to check_structure, which decides.
 
-_SKELETON = re.compile(
-    b"(?=(.))(?:"
-    + b"|".join(
-        [
-            _STRINGS,
-            _class(b"Khq\x82") + b".",
-            *_TEXTS,
-            b"p[0-9]{1,%d}\n" % _MAX_PUT_DIGITS,
-            b"r....",
-            *_REST,
-            _class(_NOARG_MATCHED + b"."),
-        ]
+
+def _skeleton_pattern() -> re.Pattern[bytes]:
+    """Opcodes with their arguments, the opcode bytes in group 1.
+
+    Each match is a run of opcodes without an argument and at most one opcode
+    with one (its argument matched by a lookbehind on the opcode), so
+    ``b"".join(findall(pickle))`` gives the opcode bytes, in C.  For pickles the
+    run patterns have taken: 4- and 8-byte lengths of 256 or more are not
+    matched (callers mask those opcodes, or walk such pickles another way).
+    """
+    import pickletools
+
+    noarg: set[int] = set()
+    shapes: dict[bytes, set[int]] = {}
+    for op in pickletools.opcodes:
+        arg = op.arg
+        if arg is None:
+            noarg.add(ord(op.code))
+            continue
+        if arg.n >= 0:
+            shape = b".{%d}" % arg.n
+        elif arg.n == pickletools.UP_TO_NEWLINE:
+            shape = b"[^\n]*\n" * (2 if arg.name == "stringnl_noescape_pair" else 1)
+        elif arg.n == pickletools.TAKEN_FROM_ARGUMENT1:
+            shape = _counted(1)
+        elif arg.n == pickletools.TAKEN_FROM_ARGUMENT8U:
+            shape = _counted(8)
+        else:
+            shape = _counted(4)
+        shapes.setdefault(shape, set()).add(ord(op.code))
+    # SHORT_BINUNICODE's shape first: the most common opcode with an argument.
+    alternatives = sorted(shapes.items(), key=lambda item: (0x8C not in item[1], len(item[0])))
+    args = set().union(*shapes.values())
+    source = b"|".join(b"(?<=" + _class(codes) + b")" + shape for shape, codes in alternatives)
+    return re.compile(
+        b"(" + _class(noarg) + b"*" + _PLUS + _class(args) + b"?)(?:" + source + b"|)",
+        re.DOTALL,
     )
-    + b")",
-    re.DOTALL,
-)
+
+
+SKELETON = _skeleton_pattern()
 _SKELETONS: dict[bytes, bool] = {}  # skeleton -> proven
 _SKELETON_CACHE_MAX = 4096  # entries (the cache is emptied when it is full)
 _SKELETON_KEY_MAX = 1024  # opcodes: longer skeletons are walked, not kept
@@ -997,7 +1024,7 @@ def skeleton_proves(data: Any, first: int, end: int) -> bool:
     """
     if end - first > _SKELETON_MAX_PICKLE:
         return False
-    skeleton = b"".join(_SKELETON.findall(data, first, end))
+    skeleton = b"".join(SKELETON.findall(data, first, end))
     verdict = _SKELETONS.get(skeleton)
     if verdict is None:
         verdict = _skeleton_walk(skeleton)
