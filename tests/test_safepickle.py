@@ -1650,7 +1650,7 @@ def test_structured_run_is_compiled_only_for_a_long_run_of_records(
 ) -> None:
     # Its pattern takes about half a second to compile: a small conversion
     # never pays that, the skeleton proof reads its records.
-    monkeypatch.setattr(sp, "_COMPILE_AFTER", 10)
+    monkeypatch.setattr(sp, "_COMPILE_AFTER", (10, 10))
     unpickler = sp.SafeUnpickler()
     data = pickle.dumps({"a": [1, 2], "b": {"c": None}}, 4)
     bad = P2 + b"]q\x00K\x05aK\x00K\x09s."

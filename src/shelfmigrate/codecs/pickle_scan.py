@@ -502,13 +502,7 @@ def _structure_pattern(long_binput_bits: int, put_digits: int) -> re.Pattern[byt
     # takes PROTO and the FRAME that pickle.dumps puts after it, so the loader's
     # inline scan is one call; a later PROTO or FRAME still stops the run.
     header = b"(?:\\A\x80.(?:\x95.{8})?)?" + _PLUS
-    # A protocol 0 pickle, also at offset 0 only: one whole value by the text
-    # grammar (see _text_value), up to its STOP; when that fails, the same run
-    # as for the other protocols.
-    text = b""
-    if _PLUS:  # (possessive repeats only: no backtracking into a value)
-        text = b"(?:\\A(?=[^\x80])" + _text_value(put_digits, TEXT_DEPTH) + b"(?=\\.))?+"
-    pattern = _STRUCT_PATTERNS[key] = re.compile(header + text + b"".join(numbered), re.DOTALL)
+    pattern = _STRUCT_PATTERNS[key] = re.compile(header + b"".join(numbered), re.DOTALL)
     return pattern
 
 
@@ -575,7 +569,21 @@ def _text_value(put_digits: int, depth: int) -> bytes:
     return value(depth) + memos
 
 
+_TEXT_PATTERNS: dict[int, re.Pattern[bytes]] = {}
+
+
+def _text_pattern(put_digits: int) -> re.Pattern[bytes]:
+    """The text grammar's whole-value pattern for a memo PUT bound (match it where
+    the pickle starts; it ends just before the STOP)."""
+    pattern = _TEXT_PATTERNS.get(put_digits)
+    if pattern is None:
+        source = _text_value(put_digits, TEXT_DEPTH) + b"(?=\\.)"
+        pattern = _TEXT_PATTERNS[put_digits] = re.compile(source, re.DOTALL)
+    return pattern
+
+
 _SBY_CAP: list[_Matcher | None] = [None] * _NCAP  # structured run, by exact cap
+_TBY_CAP: list[_Matcher | None] = [None] * _NCAP  # text grammar, by exact cap
 
 
 # The structured run takes memo indexes up to the largest of these within the
@@ -584,6 +592,23 @@ _SBY_CAP: list[_Matcher | None] = [None] * _NCAP  # structured run, by exact cap
 # compile, instead of one per index bound.  Picklers number memo entries from
 # 0 and each costs a few bytes, so the index rarely gets past the bound.
 _STRUCTURE_CAPS = (0, 9, 99, 999, 9999, 99999, 999999, 1 << 24, MAX_PICKLE)
+
+
+def _text_matcher(cap: int, compile: bool = True) -> _Matcher | None:
+    """The text grammar for a pickle of ``cap`` bytes (None: not compiled, and ``compile``
+    is False; or no possessive repeats, Python 3.10)."""
+    if not _PLUS:
+        return None
+    digits = _key_for(max(c for c in _STRUCTURE_CAPS if c <= cap))[1]
+    pattern = _TEXT_PATTERNS.get(digits)
+    if pattern is None:
+        if not compile:
+            return None
+        pattern = _text_pattern(digits)
+    match = pattern.match
+    if cap < _NCAP:
+        _TBY_CAP[cap] = match  # type: ignore[assignment]
+    return match  # type: ignore[return-value]
 
 
 def _structure_matcher(cap: int, compile: bool = True) -> _Matcher | None:
@@ -924,6 +949,21 @@ def _strict_scan(
     size = len(data)
     pos = first = _after_header(data, start, cap)
     match = None
+    if _PLUS and first == start and cap and data[start] != _PROTO:
+        # No PROTO: protocol 0 (or 1): one whole value by the text grammar
+        # (unless the caller tried it: ``resume`` is an offset), or the flat
+        # walk and the skeleton proof; the binary run is not tried.  (Python
+        # 3.10 has no text grammar: its binary run reads flat protocol 0 dicts.)
+        if resume in (RUN_STRUCTURED, RUN_IF_COMPILED):
+            text = _TBY_CAP[cap] if cap < _NCAP else None
+            if text is None:
+                text = _text_matcher(cap, resume == RUN_STRUCTURED)
+            found = None if text is None else text(data, start)
+            if found is not None:
+                end = found.end()
+                if end < size and data[end] == _STOP:
+                    return end + 1 if cap <= MAX_DEPTH else _depth_checks(data, end + 1, seen)
+        resume = SKIP_STRUCTURED
     if resume != SKIP_STRUCTURED and cap <= _STRUCTURE_MAX:
         match = _SBY_CAP[cap] if cap < _NCAP else None
         if match is None:
