@@ -1666,3 +1666,20 @@ def test_structured_run_is_compiled_only_for_a_long_run_of_records(
     assert sp.loads(data) == {"a": [1, 2], "b": {"c": None}}
     with pytest.raises(DecodeError, match="SETITEM at offset 12 on a list"):
         unpickler.loads(bad)
+
+
+def test_protocol_0_records_through_the_compiled_text_grammar() -> None:
+    # Once compiled, the loader reads a protocol 0 pickle with the text
+    # grammar in its inline scan: nested values load, a SETITEM on a list
+    # and a MARK left open are still refused.
+    value = {"a": {"x": 1, "y": [1, (2, "z")]}, "b": [{"c": None}]}
+    data = pickle.dumps(value, 0)
+    assert pickle_scan.scan(data, 0, True, [], pickle_scan.RUN_STRUCTURED) == len(data)
+    assert sp._TEXT_BY_SIZE[len(data)] is not None or not pickle_scan._PLUS
+    unpickler = sp.SafeUnpickler()
+    assert unpickler.loads(data) == value
+    bad_list = b"(lp0\nI5\naI0\nI9\ns."
+    with pytest.raises(DecodeError, match="SETITEM at offset 15 on a list"):
+        unpickler.loads(bad_list)
+    with pytest.raises(DecodeError, match="STOP at offset 4 leaves 1 MARK"):
+        unpickler.loads(b"(I1\n.")

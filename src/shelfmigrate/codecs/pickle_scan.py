@@ -523,7 +523,10 @@ def _structure_pattern(long_binput_bits: int, put_digits: int) -> re.Pattern[byt
 #
 # Memo PUTs may follow each value.  Every MARK is consumed in the alternative
 # that opened it, and the pickle is one value and STOP, so no MARK is open at
-# STOP.  Each level holds five copies of the level below.
+# STOP.  Each level holds five copies of the level below.  It is a pattern of
+# its own (:func:`_text_pattern`), tried on pickles that do not start with
+# PROTO instead of the binary run, and only with possessive repeats (3.11+):
+# a reading that fits is never taken back, so no input makes it backtrack.
 TEXT_DEPTH = 4  # levels of nested values the text grammar reads
 
 
