@@ -585,6 +585,11 @@ def _text_pattern(put_digits: int) -> re.Pattern[bytes]:
     return pattern
 
 
+# First bytes that only a binary pickle starts with (PROTO; protocol 1's empty
+# containers, binary ints, floats and strings), by byte value: those pickles
+# take the binary run, the others the text grammar.
+BINARY_FIRST = bytes(c == _PROTO or c in b"}])KJMGUTX" for c in range(256))
+
 _SBY_CAP: list[_Matcher | None] = [None] * _NCAP  # structured run, by exact cap
 _TBY_CAP: list[_Matcher | None] = [None] * _NCAP  # text grammar, by exact cap
 
@@ -952,11 +957,12 @@ def _strict_scan(
     size = len(data)
     pos = first = _after_header(data, start, cap)
     match = None
-    if _PLUS and first == start and cap and data[start] != _PROTO:
-        # No PROTO: protocol 0 (or 1): one whole value by the text grammar
-        # (unless the caller tried it: ``resume`` is an offset), or the flat
-        # walk and the skeleton proof; the binary run is not tried.  (Python
-        # 3.10 has no text grammar: its binary run reads flat protocol 0 dicts.)
+    if _PLUS and cap and not BINARY_FIRST[data[start]]:
+        # Protocol 0 (or a protocol 1 pickle that starts as protocol 0 could):
+        # one whole value by the text grammar (unless the caller tried it:
+        # ``resume`` is an offset), or the flat walk and the skeleton proof;
+        # the binary run is not tried.  (Python 3.10 has no text grammar: its
+        # binary run reads flat protocol 0 dicts.)
         if resume in (RUN_STRUCTURED, RUN_IF_COMPILED):
             text = _TBY_CAP[cap] if cap < _NCAP else None
             if text is None:

@@ -149,6 +149,7 @@ from .pickle_scan import _SBY_CAP as _STRUCTURED_BY_SIZE
 from .pickle_scan import _TBY_CAP as _TEXT_BY_SIZE
 from .pickle_scan import (
     _U64,
+    BINARY_FIRST,
     BY_SKELETON,
     MAX_DEPTH,
     RUN_IF_COMPILED,
@@ -1858,7 +1859,7 @@ class SafeUnpickler:
         deep = inline = ascii_failed = False
         match = None
         if 0 < size < _SMALL_PICKLE:
-            match = (_STRUCTURED_BY_SIZE if data[0] == 0x80 else _TEXT_BY_SIZE)[size]
+            match = _RUN_BY_FIRST_BYTE[data[0]][size]
         if match is None or self._structured_skip:
             deep = self._prescan(data, RUN_STRUCTURED)
         else:
@@ -1904,7 +1905,10 @@ class SafeUnpickler:
             # tried again every _STRUCTURED_RETRY records.
             self._structured_skip -= 1
             resume = SKIP_STRUCTURED
-        elif resume == RUN_STRUCTURED and self._uncompiled < _COMPILE_AFTER[data[:1] == b"\x80"]:
+        elif (
+            resume == RUN_STRUCTURED
+            and self._uncompiled < _COMPILE_AFTER[BINARY_FIRST[data[0]] if data else 0]
+        ):
             # Its pattern is not compiled for this size: compile it only once
             # this unpickler has read about as many records as pay it back;
             # until then the skeleton proof does (see _COMPILE_AFTER).
@@ -2021,6 +2025,11 @@ def _install_fast_path() -> bool:
 # Records a SafeUnpickler reads with the skeleton proof alone after the
 # structured run failed to take one (records of a store look alike).
 _STRUCTURED_RETRY = 64
+# The loader's inline structured run, by the pickle's first byte (PROTO and
+# protocol 1's binary first opcodes: the binary run; others: the text grammar).
+_RUN_BY_FIRST_BYTE = tuple(
+    _STRUCTURED_BY_SIZE if binary else _TEXT_BY_SIZE for binary in BINARY_FIRST
+)
 # Records a SafeUnpickler reads with the skeleton proof before it compiles a
 # structured run's pattern, (text grammar, binary run): about what the compile
 # costs (0.13 s and 0.23 s) over what the skeleton proof costs more per record
