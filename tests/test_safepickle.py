@@ -1683,6 +1683,15 @@ def test_protocol_0_records_through_the_compiled_text_grammar() -> None:
         unpickler.loads(bad_list)
     with pytest.raises(DecodeError, match="STOP at offset 4 leaves 1 MARK"):
         unpickler.loads(b"(I1\n.")
+    # Over MAX_DEPTH bytes, only the depth checks follow the inline proof: the
+    # skeleton proof is not run again (it would put the unpickler in skip mode).
+    long_value = {f"k{i}": [i, {"v": (i, "x")}] for i in range(40)}
+    long_data = pickle.dumps(long_value, 0)
+    assert len(long_data) > pickle_scan.MAX_DEPTH
+    pickle_scan.scan(long_data, 0, True, [], pickle_scan.RUN_STRUCTURED)
+    fresh = sp.SafeUnpickler()
+    assert fresh.loads(long_data) == long_value
+    assert fresh._structured_skip == 0 or not pickle_scan._PLUS
 
 
 def test_every_proof_path_reads_a_pickle_the_same_way() -> None:

@@ -73,7 +73,6 @@ __all__ = [
     "Incomplete",
     "OPCODE_NAMES",
     "check_structure",
-    "has_bytearray8",
     "nesting_bound",
     "rewrite_text_ints",
     "scan",
@@ -963,15 +962,15 @@ def _strict_scan(
         # ``resume`` is an offset), or the flat walk and the skeleton proof;
         # the binary run is not tried.  (Python 3.10 has no text grammar: its
         # binary run reads flat protocol 0 dicts.)
+        end = resume  # (an offset past 0 is where the caller's text grammar match ended)
         if resume in (RUN_STRUCTURED, RUN_IF_COMPILED):
             text = _TBY_CAP[cap] if cap < _NCAP else None
             if text is None:
                 text = _text_matcher(cap, resume == RUN_STRUCTURED)
             found = None if text is None else text(data, start)
-            if found is not None:
-                end = found.end()
-                if end < size and data[end] == _STOP:
-                    return end + 1 if cap <= MAX_DEPTH else _depth_checks(data, end + 1, seen)
+            end = -1 if found is None else found.end()
+        if start < end < size and data[end] == _STOP:
+            return end + 1 if cap <= MAX_DEPTH else _depth_checks(data, end + 1, seen)
         resume = SKIP_STRUCTURED
     if resume != SKIP_STRUCTURED and cap <= _STRUCTURE_MAX:
         match = _SBY_CAP[cap] if cap < _NCAP else None
@@ -1227,15 +1226,6 @@ def _masked(data: Any, stops: list[tuple[int, int]]) -> bytearray | None:
         else:
             return None
     return out
-
-
-def has_bytearray8(data: bytes) -> bool:
-    """Whether the (scanned) pickle ``data`` has a BYTEARRAY8 opcode (not just the byte)."""
-    if 0x96 not in data:
-        return False
-    seen: list[tuple[int, int]] = []
-    _walk(data, 0, 0, len(data), len(data), True, seen=seen)
-    return bool(seen)
 
 
 def scan_stream(data: Any, start: int, resume: int, limit: int | None) -> int:

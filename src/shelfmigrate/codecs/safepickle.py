@@ -1890,7 +1890,13 @@ class SafeUnpickler:
                 if deep:
                     _check_depth(value)
                 return value
-        if inline and size > 11 and data[2] == 0x95 and _U64(data, 3)[0] > size - 11:
+        if (
+            inline
+            and size > 11
+            and data[0] == 0x80
+            and data[2] == 0x95
+            and _U64(data, 3)[0] > size - 11
+        ):
             # The inline run takes any FRAME at offset 0 (the C unpickler then
             # refuses one past the end): the whole pre-scan names the problem.
             self._prescan(data, RUN_STRUCTURED)
