@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pickle_mutations import mutated_pickles
 
 from shelfmigrate.codecs import pickle_scan, safepickle
 from shelfmigrate.codecs.pickle_scan import Incomplete, scan, scan_stream
@@ -755,38 +756,12 @@ def test_structured_run_is_sound_on_random_and_mutated_pickles() -> None:
         body = b"".join(rng.choice(_TOKENS) for _ in range(rng.randint(1, 30)))
         verdicts[_fast_verdict(rng.choice([b"", P2, P4]) + body + b".")] += 1
 
-    def value(depth: int) -> Any:
-        if depth <= 0 or rng.random() < 0.3:
-            return rng.choice([0, 300, "a", b"x", None, True, 1.5, "x" * rng.choice([1, 300])])
-        n = rng.choice([0, 1, 2, 3, 5])
-        kind = rng.choice("ldts")
-        if kind == "l":
-            return [value(depth - 1) for _ in range(n)]
-        if kind == "t":
-            return tuple(value(depth - 1) for _ in range(n))
-        if kind == "s":
-            return {rng.randint(0, 9) for _ in range(n)}
-        return {rng.choice(["a", "b", 1, 2]): value(depth - 1) for _ in range(n)}
-
-    # Pickler output with one or two no-argument opcodes changed, inserted or
-    # dropped: close to what the grammar takes.
-    structural = b"(tldeus012a]})\x85\x86\x8f\x90\x91"
-    for _ in range(8000):
-        data = bytearray(pickle.dumps(value(rng.randint(1, 5)), rng.randint(0, 5)))
-        verdicts[_fast_verdict(bytes(data))] += 1
-        offsets = [pos for op, _arg, pos in pickletools.genops(bytes(data)) if op.arg is None]
-        for _ in range(rng.randint(1, 2)):
-            pos = rng.choice(offsets[:-1] or [0])
-            change = rng.random()
-            if change < 0.5:
-                data[pos] = rng.choice(structural)
-            elif change < 0.75:
-                data[pos:pos] = bytes([rng.choice(structural)])
-                break
-            else:
-                del data[pos]
-                break
-        verdicts[_fast_verdict(bytes(data))] += 1
+    # Pickler output, and the same with structural opcodes changed: close to
+    # what the grammar takes.
+    leaves = [0, 300, "a", b"x", None, True, 1.5, "x", "x" * 300]
+    for original, mutated in mutated_pickles(rng, 8000, leaves):
+        verdicts[_fast_verdict(original)] += 1
+        verdicts[_fast_verdict(mutated)] += 1
     assert verdicts["proven"] > 5000 and verdicts["walk"] > 1000 and verdicts["c-refuses"] > 100
 
 
