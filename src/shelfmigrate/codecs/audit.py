@@ -1751,23 +1751,10 @@ def _plain_run(ops: bytes, max_marks: int) -> bool:
                 if any(items):
                     return False
                 push(_H)
-        elif op == 0x30:  # POP: the top item, or the MARK when there is none above it
-            if len(stack) > fence:
-                stack.pop()
-            elif marks:
-                marks.pop()
-                fence = marks[-1] if marks else 0
-            else:
+        elif op in pickle_scan.SHUFFLES:  # POP, POP_MARK, DUP
+            if not pickle_scan.shuffle_stack(op, stack, marks):
                 return False
-        elif op == 0x31:  # POP_MARK
-            if not marks:
-                return False
-            del stack[marks.pop() :]
             fence = marks[-1] if marks else 0
-        elif op == 0x32:  # DUP
-            if len(stack) <= fence:
-                return False
-            push(stack[-1])
         elif op == 0x2E:  # STOP
             return not marks and len(stack) > 0
         else:

@@ -77,6 +77,7 @@ __all__ = [
     "rewrite_text_ints",
     "scan",
     "scan_stream",
+    "shuffle_stack",
     "tuple_bound",
 ]
 
@@ -1119,6 +1120,32 @@ _SK_FILL_ONE = {0x61: (1, _K_LIST), 0x73: (2, _K_DICT), 0x62: (1, -1)}  # APPEND
 _SK_FILL_MARK = {0x65: _K_LIST, 0x75: _K_DICT, 0x90: _K_SET}  # APPENDS, SETITEMS, ADDITEMS
 
 
+SHUFFLES = frozenset(b"012")  # POP, POP_MARK, DUP
+
+
+def shuffle_stack(code: int, stack: list[Any], marks: list[int]) -> bool:
+    """POP, POP_MARK or DUP on an abstract stack and its MARK positions, as the C
+    unpickler does them; False on a stack underflow.  (Shared by the stack walks
+    over opcode skeletons: here and the audit's plain-data walk.)"""
+    fence = marks[-1] if marks else 0
+    if code == 0x30:  # POP: with nothing above the MARK, it removes the MARK
+        if len(stack) > fence:
+            stack.pop()
+        elif marks:
+            marks.pop()
+        else:
+            return False
+    elif code == 0x31:  # POP_MARK
+        if not marks:
+            return False
+        del stack[marks.pop() :]
+    else:  # DUP
+        if len(stack) <= fence:
+            return False
+        stack.append(stack[-1])
+    return True
+
+
 def _skeleton_walk(skeleton: bytes) -> bool:
     """The stack effects of ``skeleton``'s opcodes: True when every fill hits a
     container of its kind (or an object made by a global), no stack underflow
@@ -1170,23 +1197,10 @@ def _skeleton_walk(skeleton: bytes) -> bool:
             if len(stack) > m and stack[m - 1] != _SK_FILL_MARK[code] and stack[m - 1] != _K_OBJECT:
                 return False
             del stack[m:]
-        elif code == 0x30:  # POP: with nothing above the MARK, it removes the MARK
-            if len(stack) > fence:
-                stack.pop()
-            elif marks:
-                marks.pop()
-                fence = marks[-1] if marks else 0
-            else:
+        elif code in SHUFFLES:
+            if not shuffle_stack(code, stack, marks):
                 return False
-        elif code == 0x31:  # POP_MARK
-            if not marks:
-                return False
-            del stack[marks.pop() :]
             fence = marks[-1] if marks else 0
-        elif code == 0x32:  # DUP
-            if len(stack) <= fence:
-                return False
-            stack.append(stack[-1])
         elif code == _STOP:
             return i == last and not marks and len(stack) >= 1
         else:  # PERSID, BINPERSID, buffers, BYTEARRAY8: not proven here
